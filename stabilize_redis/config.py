@@ -1,0 +1,59 @@
+"""Engine settings, from arguments or the environment (names as stabilize's HandlerConfig)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Timing and retry settings of the handlers.
+
+    ``task_backoff_*``: exponential backoff of ``running()`` polls and transient retries
+    (a TransientError's ``retry_after`` wins). ``task_max_attempts``: executions of a task that
+    keeps raising transient errors before it fails. ``handler_retry_delay_s``: delay before a
+    message whose handler raised is delivered again (bounded by ``message_max_attempts``, then
+    the dead-letter stream). ``stage_wait_retry_s``/``max_stage_wait_retries``: re-checks of a
+    workflow that cannot complete yet.
+    """
+
+    task_backoff_min_ms: int = 1000
+    task_backoff_max_ms: int = 60000
+    task_max_attempts: int = 10
+    default_task_timeout_s: float = 14400.0
+    handler_retry_delay_s: float = 1.0
+    handler_retry_max_delay_s: float = 30.0
+    message_max_attempts: int = 10
+    stage_wait_retry_s: float = 1.0
+    max_stage_wait_retries: int = 240
+    conflict_retries: int = 8
+
+    @classmethod
+    def from_env(cls) -> EngineConfig:
+        d = cls()
+        return cls(
+            task_backoff_min_ms=_env_int("STABILIZE_TASK_BACKOFF_MIN_MS", d.task_backoff_min_ms),
+            task_backoff_max_ms=_env_int("STABILIZE_TASK_BACKOFF_MAX_MS", d.task_backoff_max_ms),
+            task_max_attempts=_env_int("STABILIZE_TASK_MAX_ATTEMPTS", d.task_max_attempts),
+            default_task_timeout_s=_env_float("STABILIZE_DEFAULT_TASK_TIMEOUT_S", d.default_task_timeout_s),
+            handler_retry_delay_s=_env_float("STABILIZE_HANDLER_RETRY_DELAY_S", d.handler_retry_delay_s),
+            message_max_attempts=_env_int("STABILIZE_MESSAGE_MAX_ATTEMPTS", d.message_max_attempts),
+            stage_wait_retry_s=_env_float("STABILIZE_STAGE_WAIT_RETRY_S", d.stage_wait_retry_s),
+            max_stage_wait_retries=_env_int("STABILIZE_MAX_STAGE_WAIT_RETRIES", d.max_stage_wait_retries),
+        )
+
+    def task_backoff(self, attempt: int) -> float:
+        """Seconds before retry/poll number ``attempt`` (0-based): min * 2**attempt, capped."""
+        ms = min(self.task_backoff_min_ms * (2 ** min(attempt, 30)), self.task_backoff_max_ms)
+        return ms / 1000.0

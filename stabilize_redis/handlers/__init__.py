@@ -1,0 +1,32 @@
+"""One handler per message type; ``default_handlers`` builds the full set."""
+
+from __future__ import annotations
+
+from stabilize_redis.handlers.base import Handler, HandlerContext
+from stabilize_redis.handlers.complete_stage import CompleteStageHandler
+from stabilize_redis.handlers.complete_task import CompleteTaskHandler
+from stabilize_redis.handlers.complete_workflow import CompleteWorkflowHandler
+from stabilize_redis.handlers.control import (
+    CancelStageHandler,
+    CancelWorkflowHandler,
+    PauseTaskHandler,
+    ResumeStageHandler,
+)
+from stabilize_redis.handlers.run_task import RunTaskHandler
+from stabilize_redis.handlers.skip_stage import SkipStageHandler
+from stabilize_redis.handlers.start_stage import StartStageHandler
+from stabilize_redis.handlers.start_task import StartTaskHandler
+from stabilize_redis.handlers.start_workflow import StartWorkflowHandler
+
+HANDLER_CLASSES: tuple[type[Handler], ...] = (
+    StartWorkflowHandler, StartStageHandler, StartTaskHandler, RunTaskHandler, CompleteTaskHandler,
+    CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
+    CancelStageHandler, PauseTaskHandler, ResumeStageHandler,
+)
+
+
+def default_handlers(ctx: HandlerContext) -> dict[type, Handler]:
+    return {cls.message_type: cls(ctx) for cls in HANDLER_CLASSES}
+
+
+__all__ = ["HANDLER_CLASSES", "Handler", "HandlerContext", "default_handlers", *[c.__name__ for c in HANDLER_CLASSES]]

@@ -1,0 +1,142 @@
+"""Control handlers: CancelWorkflow, CancelStage, PauseTask, ResumeStage."""
+
+from __future__ import annotations
+
+from stabilize_redis.backend.layout import meta_extras
+from stabilize_redis.backend.redis_backend import Delivery, Snapshot
+from stabilize_redis.backend.transition import Transition
+from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.queue.messages import (
+    CancelStage,
+    CancelWorkflow,
+    CompleteWorkflow,
+    Message,
+    PauseTask,
+    ResumeStage,
+    RunTask,
+)
+
+_CANCELABLE_TASK = (WorkflowStatus.NOT_STARTED, WorkflowStatus.RUNNING, WorkflowStatus.PAUSED,
+                    WorkflowStatus.SUSPENDED)
+
+
+class CancelWorkflowHandler(Handler):
+    """Flag the workflow canceled, cancel its unfinished top-level stages, then complete it."""
+
+    message_type = CancelWorkflow
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, CancelWorkflow)
+        wid = message.execution_id
+        kw = {"execution_id": wid, "execution_type": message.execution_type}
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            if snap.meta is None:
+                return t
+            wf = attach(snap)
+            if wf.status.is_complete:
+                return t
+            wf.is_canceled = True
+            wf.canceled_by = message.user or "anonymous"
+            wf.cancellation_reason = message.reason or None
+            t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+            for rec in snap.stages.values():
+                if rec.stage.parent_stage_id is None and not rec.stage.status.is_complete:
+                    t.push(CancelStage(stage_id=rec.id, **kw))
+            t.push(CompleteWorkflow(**kw), self.config.stage_wait_retry_s / 4)
+            return t
+
+        return self.transact(message, delivery,
+                             lambda: self.backend.read(wid, self.backend.stage_ids(wid)), decide)
+
+
+class CancelStageHandler(Handler):
+    """Cancel an unfinished stage and its unfinished tasks, signalling their tokens."""
+
+    message_type = CancelStage
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, CancelStage)
+        wid, sid = message.execution_id, message.stage_id
+        canceled_tasks: list[str] = []
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            canceled_tasks.clear()
+            if snap.meta is None or rec is None or rec.stage.status.is_complete:
+                return t
+            attach(snap)
+            for task in rec.stage.tasks:
+                if task.status in _CANCELABLE_TASK:
+                    if task.status == WorkflowStatus.RUNNING:
+                        canceled_tasks.append(task.id)
+                    task.status = WorkflowStatus.CANCELED
+                    task.end_time = now_ms()
+            rec.stage.status = WorkflowStatus.CANCELED
+            rec.stage.end_time = now_ms()
+            t.write_stage(rec)
+            t.event("stage.canceled", "stage", sid, stage_event_data(rec, status="CANCELED"))
+            return t
+
+        outcome = self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+        for task_id in canceled_tasks:
+            self.ctx.tokens.cancel(task_id)
+        return outcome
+
+
+class PauseTaskHandler(Handler):
+    """The task and its stage become PAUSED; ResumeStage continues them."""
+
+    message_type = PauseTask
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, PauseTask)
+        wid, sid, tid = message.execution_id, message.stage_id, message.task_id
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            if snap.meta is None or rec is None:
+                return t
+            task = next((x for x in rec.stage.tasks if x.id == tid), None)
+            if task is None or task.status != WorkflowStatus.RUNNING:
+                return t
+            task.status = WorkflowStatus.PAUSED
+            rec.stage.status = WorkflowStatus.PAUSED
+            t.write_stage(rec)
+            return t
+
+        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+
+
+class ResumeStageHandler(Handler):
+    """A PAUSED stage and its first PAUSED task run again; a PAUSED workflow resumes."""
+
+    message_type = ResumeStage
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, ResumeStage)
+        wid, sid = message.execution_id, message.stage_id
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            if snap.meta is None or rec is None or rec.stage.status != WorkflowStatus.PAUSED:
+                return t
+            wf = attach(snap)
+            task = next((x for x in rec.stage.tasks if x.status == WorkflowStatus.PAUSED), None)
+            rec.stage.status = WorkflowStatus.RUNNING
+            if wf.status == WorkflowStatus.PAUSED:
+                wf.resume()
+                t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+            t.write_stage(rec)
+            if task is not None:
+                task.status = WorkflowStatus.RUNNING
+                t.push(RunTask(execution_id=wid, execution_type=message.execution_type, stage_id=sid,
+                               task_id=task.id, task_type=task.implementing_class))
+            return t
+
+        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)

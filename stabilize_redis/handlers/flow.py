@@ -1,0 +1,60 @@
+"""Routing decisions shared by the handlers that finish a stage (CompleteStage, SkipStage).
+
+Pure: they add to a Transition, never touch Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stabilize_redis.backend.codec import StageRecord
+from stabilize_redis.backend.transition import Transition
+from stabilize_redis.expressions import ExpressionError, evaluate_expression
+from stabilize_redis.models.stage import SplitType
+from stabilize_redis.queue.messages import CompleteWorkflow, SkipStage, StartStage
+
+
+def join_counter(stage_id: str) -> str:
+    return f"j:{stage_id}"
+
+
+TOP_COUNTER = "top"
+
+
+def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[str]:
+    """Downstream stage ids an OR-split activates (all of them for an AND split).
+
+    ``down_refs`` maps downstream stage id -> ref id. A condition that fails to evaluate does
+    not activate its branch; a downstream with no condition is always activated.
+    """
+    stage = rec.stage
+    if stage.split_type != SplitType.OR or not stage.split_conditions:
+        return set(rec.down)
+    scope: dict[str, Any] = {**stage.context, **stage.outputs}
+    active: set[str] = set()
+    for sid in rec.down:
+        expr = stage.split_conditions.get(down_refs.get(sid, ""))
+        if expr is None:
+            active.add(sid)
+            continue
+        try:
+            if evaluate_expression(expr, scope):
+                active.add(sid)
+        except ExpressionError:
+            continue
+    return active
+
+
+def release_after_completion(t: Transition, rec: StageRecord, meta: dict[str, Any],
+                             message_kw: dict[str, Any], active: set[str] | None = None) -> None:
+    """A stage finished with a continuable status: count it toward each downstream's join
+    (the last needed completion releases that StartStage) and toward the workflow's completion
+    (the last top-level stage releases CompleteWorkflow). Downstreams an OR-split did not
+    activate are skipped."""
+    for did in rec.down:
+        if active is not None and did not in active:
+            t.push(SkipStage(stage_id=did, **message_kw))
+            continue
+        t.count(join_counter(did), rec.gates.get(did, 1), StartStage(stage_id=did, **message_kw))
+    if rec.stage.parent_stage_id is None:
+        t.count(TOP_COUNTER, int(meta["top"]), CompleteWorkflow(**message_kw))

@@ -1,0 +1,205 @@
+"""RunTask: execute user task code once per delivery and commit what it produced.
+
+Pre-checks (canceled, paused, manual skip, timeout) come first. The task runs outside any
+lock; its outcome is then committed with the usual read -> decide -> commit loop, where a
+CONFLICT re-reads and re-applies the same outcome (the task is not run again). A zombie
+worker's late commit is rejected by the dedup record of the RunTask message it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from stabilize_redis.backend.codec import StageRecord, ensure_plain
+from stabilize_redis.backend.redis_backend import Delivery, Snapshot
+from stabilize_redis.backend.transition import Transition
+from stabilize_redis.handlers.base import Handler, attach, now_ms
+from stabilize_redis.handlers.task_execution import (
+    Outcome,
+    exception_details,
+    execute,
+    poll_backoff,
+    task_timeout,
+)
+from stabilize_redis.handlers.task_lookup import find_task, resolve_task
+from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.models.task import TaskExecution
+from stabilize_redis.queue.messages import CompleteTask, Message, PauseTask, RunTask
+from stabilize_redis.tasks.interface import Task
+from stabilize_redis.tasks.result import TaskResult
+
+log = logging.getLogger("stabilize_redis.handlers")
+
+_FORWARD = {WorkflowStatus.SUCCEEDED, WorkflowStatus.REDIRECT, WorkflowStatus.SKIPPED,
+            WorkflowStatus.FAILED_CONTINUE, WorkflowStatus.STOPPED}
+
+
+class RunTaskHandler(Handler):
+    message_type = RunTask
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, RunTask)
+        wid, sid, tid = message.execution_id, message.stage_id, message.task_id
+
+        snap = self.backend.read(wid, [sid])
+        rec = snap.stages.get(sid)
+        task = find_task(rec.stage.tasks, tid) if rec is not None else None
+        if snap.meta is None or rec is None or task is None or task.status != WorkflowStatus.RUNNING:
+            return self.backend.commit(Transition(wid), message, delivery)
+        wf = attach(snap)
+        stage = rec.stage
+        impl = resolve_task(self.ctx.registry, task, message.task_type)
+
+        outcome: Outcome
+        if impl is None:
+            outcome = Outcome(result=TaskResult.terminal(
+                f"no task registered for implementing_class {task.implementing_class!r}"))
+        elif wf.is_canceled or wf.status.is_complete:
+            outcome = self._canceled(impl, rec, wf.is_canceled)
+        elif wf.status == WorkflowStatus.PAUSED:
+            return self._commit_simple(message, delivery, PauseTask(**self._kw(message)))
+        elif stage.context.get("manualSkip"):
+            outcome = Outcome(result=TaskResult.skipped())
+        else:
+            outcome = self._run(impl, rec, task)
+        return self._commit_outcome(message, delivery, impl, outcome)
+
+    # -- running -----------------------------------------------------------------------------
+
+    def _run(self, impl: Task, rec: StageRecord, task: TaskExecution) -> Outcome:
+        stage = rec.stage
+        limit = task_timeout(impl, stage, self.config.default_task_timeout_s)
+        remaining = None
+        if limit is not None:
+            started = task.start_time or now_ms()
+            remaining = limit - (now_ms() - started) / 1000.0
+            if remaining <= 0:
+                return self._timed_out(impl, rec, limit)
+        token = self.ctx.tokens.open(task.id)
+        try:
+            outcome = execute(impl, stage, token, remaining)
+        finally:
+            self.ctx.tokens.close(task.id)
+        if outcome.timed_out:
+            return self._timed_out(impl, rec, limit or 0.0)
+        return outcome
+
+    def _timed_out(self, impl: Task, rec: StageRecord, limit: float) -> Outcome:
+        try:
+            result = impl.on_timeout(rec.stage)
+        except Exception as e:  # noqa: BLE001 - a failing hook still ends the task
+            log.exception("on_timeout of stage %s failed", rec.stage.ref_id)
+            result = TaskResult.terminal(f"task timed out after {limit:.1f}s; on_timeout failed: {e}")
+        if result is None:
+            result = TaskResult.terminal(f"task timed out after {limit:.1f}s")
+        return Outcome(result=result, timed_out=True)
+
+    def _canceled(self, impl: Task, rec: StageRecord, call_hook: bool) -> Outcome:
+        result = TaskResult.canceled()
+        if call_hook:
+            try:
+                hooked = impl.on_cancel(rec.stage)
+            except Exception:  # noqa: BLE001
+                log.exception("on_cancel of stage %s failed", rec.stage.ref_id)
+                hooked = None
+            if hooked is not None:
+                result = TaskResult(status=WorkflowStatus.CANCELED, context=hooked.context, outputs=hooked.outputs)
+        return Outcome(result=result)
+
+    # -- committing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _kw(message: RunTask) -> dict[str, Any]:
+        return {"execution_id": message.execution_id, "execution_type": message.execution_type,
+                "stage_id": message.stage_id, "task_id": message.task_id}
+
+    def _commit_simple(self, message: RunTask, delivery: Delivery | None, follow: Message) -> str:
+        t = Transition(message.execution_id)
+        t.push(follow)
+        return self.backend.commit(t, message, delivery)
+
+    def _commit_outcome(self, message: RunTask, delivery: Delivery | None, impl: Task | None,
+                        outcome: Outcome) -> str:
+        wid, sid, tid = message.execution_id, message.stage_id, message.task_id
+        kw = self._kw(message)
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            if snap.meta is None or rec is None:
+                return t
+            attach(snap)
+            task = find_task(rec.stage.tasks, tid)
+            if task is None or task.status != WorkflowStatus.RUNNING:
+                return t
+            if outcome.result is not None:
+                self._apply_result(t, rec, task, impl, outcome.result, message, kw)
+            else:
+                self._apply_error(t, rec, task, outcome, message, kw)
+            return t
+
+        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+
+    def _apply_result(self, t: Transition, rec: StageRecord, task: TaskExecution, impl: Task | None,
+                      result: TaskResult, message: RunTask, kw: dict[str, Any]) -> None:
+        stage = rec.stage
+        try:
+            ensure_plain(result.context, f"stage {stage.ref_id!r} task {task.name!r} result context")
+            ensure_plain(result.outputs, f"stage {stage.ref_id!r} task {task.name!r} result outputs")
+        except ValueError as e:
+            result = TaskResult.terminal(str(e))
+        stage.context.update(result.context)
+        stage.outputs.update(result.outputs)
+        status = result.status
+        if status == WorkflowStatus.RUNNING:
+            fallback = self.config.task_backoff(message.retry_count)
+            delay = poll_backoff(impl, stage, task, fallback) if impl is not None else fallback
+            t.write_stage(rec)
+            nxt = RunTask(task_type=message.task_type, retry_count=message.retry_count + 1,
+                          attempts=message.attempts, **kw)
+            t.push(nxt, delay)
+            return
+        if status == WorkflowStatus.SUSPENDED:
+            task.status = WorkflowStatus.SUSPENDED
+            stage.status = WorkflowStatus.SUSPENDED
+            t.write_stage(rec)
+            return
+        if status in _FORWARD:
+            t.write_stage(rec)
+            t.push(CompleteTask(status=status, **kw))
+            return
+        if status not in (WorkflowStatus.CANCELED, WorkflowStatus.TERMINAL):
+            status = WorkflowStatus.TERMINAL
+        t.write_stage(rec)
+        t.push(CompleteTask(status=stage.failure_status(default=status), original_status=status, **kw))
+
+    def _apply_error(self, t: Transition, rec: StageRecord, task: TaskExecution, outcome: Outcome,
+                     message: RunTask, kw: dict[str, Any]) -> None:
+        stage = rec.stage
+        error = outcome.error
+        assert error is not None
+        attempt = message.attempts + 1
+        if outcome.transient and attempt < self.config.task_max_attempts:
+            stage.context.update(outcome.context_update)
+            delay = outcome.retry_after if outcome.retry_after is not None \
+                else self.config.task_backoff(message.attempts) * random.uniform(0.8, 1.2)
+            t.write_stage(rec)
+            retry = RunTask(task_type=message.task_type, retry_count=message.retry_count,
+                            attempts=attempt, **kw)
+            retry.set_error_context(error)
+            t.push(retry, delay)
+            t.event("task.retried", "task", task.id, {"stage_id": stage.id, "attempt": attempt,
+                                                     "error": str(error)[:500], "delay_s": delay})
+            return
+        stage.context.update(outcome.context_update)
+        details = exception_details(error, outcome.transient)
+        if outcome.transient:
+            details["details"]["attempts"] = attempt
+        task.task_exception_details = {"exception": details}
+        stage.context["exception"] = details
+        t.write_stage(rec)
+        t.push(CompleteTask(status=stage.failure_status(), original_status=WorkflowStatus.TERMINAL, **kw))
+
+

@@ -1,0 +1,36 @@
+"""SkipStage: a NOT_STARTED stage becomes SKIPPED and counts as done for its downstreams."""
+
+from __future__ import annotations
+
+from stabilize_redis.backend.redis_backend import Delivery, Snapshot
+from stabilize_redis.backend.transition import Transition
+from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.handlers.flow import release_after_completion
+from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.queue.messages import Message, SkipStage
+
+
+class SkipStageHandler(Handler):
+    message_type = SkipStage
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, SkipStage)
+        wid, sid = message.execution_id, message.stage_id
+        kw = {"execution_id": wid, "execution_type": message.execution_type}
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            if snap.meta is None or rec is None:
+                return t
+            wf = attach(snap)
+            if rec.stage.status != WorkflowStatus.NOT_STARTED or wf.status.is_complete:
+                return t
+            rec.stage.status = WorkflowStatus.SKIPPED
+            rec.stage.end_time = now_ms()
+            t.write_stage(rec)
+            release_after_completion(t, rec, snap.meta, kw)
+            t.event("stage.skipped", "stage", sid, stage_event_data(rec, status="SKIPPED"))
+            return t
+
+        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)

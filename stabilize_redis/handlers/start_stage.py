@@ -1,0 +1,75 @@
+"""StartStage: claim a ready stage, give it its ancestors' outputs, and start its first task.
+
+A join's StartStage is released by the commit that completes its last needed upstream (a
+counter in the workflow hash), so no handler polls. Readiness is still checked against the
+upstreams read here, and their versions are part of the read set.
+"""
+
+from __future__ import annotations
+
+from stabilize_redis.backend.redis_backend import Delivery, Snapshot
+from stabilize_redis.backend.transition import Transition
+from stabilize_redis.dag.lineage import context_with_ancestors, extend_lineage, materialize, union_lineages
+from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
+from stabilize_redis.expressions import ExpressionError, evaluate_stage_enabled
+from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.keys import stage_field
+from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, SkipStage, StartStage, StartTask
+
+
+class StartStageHandler(Handler):
+    message_type = StartStage
+
+    def handle(self, message: Message, delivery: Delivery | None) -> str:
+        assert isinstance(message, StartStage)
+        wid, sid = message.execution_id, message.stage_id
+        kw = {"execution_id": wid, "execution_type": message.execution_type}
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            if snap.meta is None or rec is None:
+                return t
+            wf = attach(snap)
+            stage = rec.stage
+            if wf.status.is_complete or wf.is_canceled or stage.status != WorkflowStatus.NOT_STARTED:
+                return t
+            ups = [snap.stages[u] for u in rec.up if u in snap.stages]
+            for up in ups:
+                t.check(stage_field(up.id), up.version)
+            phase = evaluate_readiness(stage.join_type, [u.stage.status for u in ups], stage.join_threshold)
+            if phase == PredicatePhase.SKIP:
+                t.push(CompleteWorkflow(**kw))
+                return t
+            if phase != PredicatePhase.READY:
+                return t
+            lineage = union_lineages(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups)
+            ancestors = materialize(lineage)
+            scope = {**ancestors, **stage.context}
+            try:
+                enabled = evaluate_stage_enabled(stage.context.get("stageEnabled", True), scope)
+            except ExpressionError as e:
+                enabled = False
+                stage.context["stageEnabledError"] = str(e)
+            expired = stage.start_time_expiry is not None and now_ms() > stage.start_time_expiry
+            if not enabled or expired:
+                t.push(SkipStage(stage_id=sid, **kw))
+                return t
+            stage.status = WorkflowStatus.RUNNING
+            stage.start_time = now_ms()
+            stage.context = context_with_ancestors(stage.context, ancestors)
+            rec.anc = lineage
+            first = stage.first_task()
+            if first is not None:
+                first.stage_start = True
+                stage.tasks[-1].stage_end = True
+                t.push(StartTask(stage_id=sid, task_id=first.id, **kw))
+            else:
+                t.push(CompleteStage(stage_id=sid, **kw))
+            t.write_stage(rec)
+            t.event("stage.started", "stage", sid, stage_event_data(rec))
+            return t
+
+        return self.transact(message, delivery,
+                             lambda: self.backend.read(wid, [sid], with_upstreams=True), decide)

@@ -1,0 +1,131 @@
+"""The whole Redis key schema of a namespace.
+
+Every Redis key the engine touches is built here and nowhere else.
+
+A namespace (default ``stz``) holds ``P`` partitions, fixed when the namespace is created and
+recorded in the namespace meta hash. A workflow lives in partition ``crc32(workflow_id) % P``.
+Every key of a partition carries the hash tag ``{p<N>}`` so that each Lua script touches keys of
+one cluster slot only. Global keys (namespace meta, worker registry) carry their own tag.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "stz"
+DEFAULT_PARTITIONS = 16
+CONSUMER_GROUP = "workers"
+
+
+def partition_of(workflow_id: str, partitions: int) -> int:
+    """Partition index of a workflow: stable across processes and machines."""
+    return zlib.crc32(workflow_id.encode()) % partitions
+
+
+@dataclass(frozen=True)
+class PartitionKeys:
+    """Keys of one partition; every one shares the partition's hash tag."""
+
+    namespace: str
+    index: int
+
+    @property
+    def tag(self) -> str:
+        return f"{self.namespace}:{{p{self.index}}}"
+
+    @property
+    def ready(self) -> str:
+        """Stream of messages ready for delivery (one consumer group)."""
+        return f"{self.tag}:ready"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set of delayed message ids scored by due time (ms)."""
+        return f"{self.tag}:delayed"
+
+    @property
+    def delayed_payloads(self) -> str:
+        """Hash: delayed message id -> encoded message."""
+        return f"{self.tag}:delayed:msg"
+
+    @property
+    def dead(self) -> str:
+        """Dead-letter stream."""
+        return f"{self.tag}:dead"
+
+    @property
+    def done(self) -> str:
+        """Sorted set of processed message ids scored by processing time (dedup record)."""
+        return f"{self.tag}:done"
+
+    @property
+    def dirty(self) -> str:
+        """Sorted set of workflow ids changed since their last checkpoint, scored by first change."""
+        return f"{self.tag}:dirty"
+
+    @property
+    def outbox(self) -> str:
+        """Stream of cross-partition messages awaiting relay."""
+        return f"{self.tag}:outbox"
+
+    @property
+    def workflows(self) -> str:
+        """Sorted set of the partition's workflow ids scored by submit time (ms)."""
+        return f"{self.tag}:wfs"
+
+    def workflow(self, workflow_id: str) -> str:
+        """Hash holding one workflow: meta, per-stage blobs, versions, counters."""
+        return f"{self.tag}:wf:{workflow_id}"
+
+    def events(self, workflow_id: str) -> str:
+        """Stream of one workflow's audit events."""
+        return f"{self.tag}:ev:{workflow_id}"
+
+
+@dataclass(frozen=True)
+class NamespaceKeys:
+    """Global keys of a namespace and the factory of its partitions' keys."""
+
+    namespace: str
+    partitions: int
+
+    @property
+    def meta(self) -> str:
+        """Hash: partitions, created_at. Its presence marks a live namespace."""
+        return f"{self.namespace}:{{meta}}"
+
+    @property
+    def workers(self) -> str:
+        """Hash: worker id -> last heartbeat (ms)."""
+        return f"{self.namespace}:{{meta}}:workers"
+
+    def partition(self, index: int) -> PartitionKeys:
+        return PartitionKeys(self.namespace, index)
+
+    def for_workflow(self, workflow_id: str) -> PartitionKeys:
+        return PartitionKeys(self.namespace, partition_of(workflow_id, self.partitions))
+
+    def all_partitions(self) -> list[PartitionKeys]:
+        return [PartitionKeys(self.namespace, i) for i in range(self.partitions)]
+
+
+# Fields of a workflow hash. Versions live beside the blobs as ``v:<field>``.
+META_FIELD = "meta"
+STAGE_IDS_FIELD = "stages"
+
+
+def stage_field(stage_id: str) -> str:
+    return f"s:{stage_id}"
+
+
+def version_field(field: str) -> str:
+    return f"v:{field}"
+
+
+def counter_field(name: str) -> str:
+    return f"c:{name}"
+
+
+def ref_field(ref_id: str) -> str:
+    return f"r:{ref_id}"

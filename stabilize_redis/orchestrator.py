@@ -1,0 +1,59 @@
+"""``Orchestrator``: start, cancel and unpause workflows, as stabilize's does."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from stabilize_redis.backend.layout import lay_out
+from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.models.workflow import Workflow
+from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
+from stabilize_redis.queue.messages import CancelWorkflow, ResumeStage, StartWorkflow, new_message_id
+from stabilize_redis.queue.redis_queue import RedisQueue
+
+
+class Orchestrator:
+    """Submits workflows to a queue (and store). The most recently built one is ``get_instance()``."""
+
+    _instance: ClassVar[Orchestrator | None] = None
+
+    def __init__(self, queue: RedisQueue, store: RedisWorkflowStore | None = None) -> None:
+        self.queue = queue
+        self.store = store
+        Orchestrator._instance = self
+
+    @classmethod
+    def get_instance(cls) -> Orchestrator | None:
+        return cls._instance
+
+    def start(self, execution: Workflow, handler_config: Any = None) -> None:
+        """Enqueue StartWorkflow; with a store, store the workflow first if it is not stored
+        yet — atomically with the enqueue."""
+        start = StartWorkflow(execution_id=execution.id, execution_type=execution.type.name,
+                              message_id=new_message_id())
+        if self.store is None:
+            self.queue.push(start)
+            return
+        self.store.backend.submit(execution.id, lay_out(execution), start, "start", created_event(execution))
+
+    def cancel(self, execution: Workflow, user: str = "", reason: str = "") -> None:
+        self.queue.push(CancelWorkflow(execution_id=execution.id, execution_type=execution.type.name,
+                                       user=user, reason=reason))
+
+    def unpause(self, execution: Workflow) -> None:
+        store = self.store or RedisWorkflowStore.__new__(RedisWorkflowStore)
+        if self.store is None:
+            store.backend = self.queue.backend
+        current = store.retrieve(execution.id)
+        for stage in current.stages:
+            if stage.status == WorkflowStatus.PAUSED:
+                self.queue.push(ResumeStage(execution_id=execution.id, execution_type=execution.type.name,
+                                            stage_id=stage.id))
+
+    def get_execution(self, execution_id: str) -> Workflow | None:
+        if self.store is None:
+            return None
+        try:
+            return self.store.retrieve(execution_id)
+        except Exception:  # noqa: BLE001
+            return None
