@@ -1,0 +1,1 @@
+"""The worker service: process supervision, consumer wiring, signals and the command line."""
