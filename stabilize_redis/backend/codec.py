@@ -213,7 +213,7 @@ def meta_to_dict(wf: Workflow, extras: dict[str, Any]) -> dict[str, Any]:
     """The meta dict of a workflow; ``extras`` carries the graph facts kept beside it
     (``top``: number of top-level stages, ``initial``: ids of the initial stages)."""
     paused = wf.paused
-    return {**{k: extras[k] for k in META_EXTRAS}, 
+    return {**{k: extras[k] for k in META_EXTRAS},
         "id": wf.id,
         "type": wf.type.name,
         "application": wf.application,

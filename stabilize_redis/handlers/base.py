@@ -20,9 +20,9 @@ from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery, Redis
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.config import EngineConfig
 from stabilize_redis.errors import ConcurrencyError
+from stabilize_redis.handlers.task_execution import TokenRegistry
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import Message
-from stabilize_redis.handlers.task_execution import TokenRegistry
 from stabilize_redis.tasks.registry import TaskRegistry
 
 log = logging.getLogger("stabilize_redis.handlers")

@@ -3,22 +3,68 @@
 Continuable (SUCCEEDED, FAILED_CONTINUE, SKIPPED): count toward each downstream's join and the
 workflow's completion in the same commit. Halted (TERMINAL, STOPPED, CANCELED): the workflow is
 asked to complete, which fails or cancels it as stabilize's rules say.
+
+``finish_stage`` is also called by RunTask/CompleteTask when a stage's last task ends, so a
+single-task stage needs no separate CompleteStage message.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
+from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms, stage_event_data
 from stabilize_redis.handlers.flow import activated_downstreams, release_after_completion
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message
 
 log = logging.getLogger("stabilize_redis.handlers")
+
+
+def cleanup_tasks(ctx: HandlerContext, rec: StageRecord) -> None:
+    """Call ``on_cleanup`` of every task of a finished stage; a failing cleanup is logged."""
+    for task in rec.stage.tasks:
+        impl = resolve_task(ctx.registry, task)
+        if impl is None:
+            continue
+        try:
+            impl.on_cleanup(rec.stage)
+        except Exception:  # noqa: BLE001 - user hook
+            log.exception("on_cleanup of task %s (stage %s) failed", task.name, rec.stage.ref_id)
+
+
+def finish_stage(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap: Snapshot,
+                 rec: StageRecord, kw: dict[str, Any], cleaned: set[str]) -> None:
+    """Decide a RUNNING stage's completion into ``t`` (nothing if it is still running).
+    ``cleaned`` remembers stages whose cleanup hooks already ran across conflict retries."""
+    assert snap.meta is not None
+    stage = rec.stage
+    status = stage.determine_status()
+    if status in (WorkflowStatus.RUNNING, WorkflowStatus.NOT_STARTED):
+        return
+    if status in CONTINUABLE_STATUSES and stage.context.get("_blocking_failure"):
+        status = WorkflowStatus.TERMINAL
+    stage.status = status
+    stage.end_time = now_ms()
+    if status.is_complete and rec.id not in cleaned:
+        cleanup_tasks(ctx, rec)
+        cleaned.add(rec.id)
+    t.write_stage(rec)
+    data = stage_event_data(rec, status=status.name, end_time=stage.end_time,
+                            duration_ms=stage.end_time - (stage.start_time or stage.end_time),
+                            outputs=stage.outputs)
+    if status in CONTINUABLE_STATUSES:
+        downs = backend.read_stages(t.workflow_id, rec.down) if stage.split_conditions else {}
+        refs = {d: r.stage.ref_id for d, r in downs.items()}
+        release_after_completion(t, rec, snap.meta, kw, activated_downstreams(rec, refs))
+        t.event("stage.completed", "stage", rec.id, data)
+    else:
+        t.push(CompleteWorkflow(**kw))
+        t.event("stage.failed", "stage", rec.id, data)
 
 
 class CompleteStageHandler(Handler):
@@ -36,44 +82,11 @@ class CompleteStageHandler(Handler):
             if snap.meta is None or rec is None:
                 return t
             attach(snap)
-            stage = rec.stage
-            if stage.status != WorkflowStatus.RUNNING:
-                if stage.status.is_halt:
+            if rec.stage.status != WorkflowStatus.RUNNING:
+                if rec.stage.status.is_halt:
                     t.push(CompleteWorkflow(**kw))
                 return t
-            status = stage.determine_status()
-            if status in (WorkflowStatus.RUNNING, WorkflowStatus.NOT_STARTED):
-                return t
-            if status in CONTINUABLE_STATUSES and stage.context.get("_blocking_failure"):
-                status = WorkflowStatus.TERMINAL
-            stage.status = status
-            stage.end_time = now_ms()
-            if status.is_complete and sid not in cleaned:
-                self._cleanup(rec)
-                cleaned.add(sid)
-            t.write_stage(rec)
-            data = stage_event_data(rec, status=status.name, end_time=stage.end_time,
-                                    duration_ms=stage.end_time - (stage.start_time or stage.end_time),
-                                    outputs=stage.outputs)
-            if status in CONTINUABLE_STATUSES:
-                downs = self.backend.read_stages(wid, rec.down) if stage.split_conditions else {}
-                refs = {d: r.stage.ref_id for d, r in downs.items()}
-                release_after_completion(t, rec, snap.meta, kw, activated_downstreams(rec, refs))
-                t.event("stage.completed", "stage", sid, data)
-            else:
-                t.push(CompleteWorkflow(**kw))
-                t.event("stage.failed", "stage", sid, data)
+            finish_stage(self.ctx, self.backend, t, snap, rec, kw, cleaned)
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
-
-    def _cleanup(self, rec: StageRecord) -> None:
-        """Call ``on_cleanup`` of every task of a finished stage; a failing cleanup is logged."""
-        for task in rec.stage.tasks:
-            impl = resolve_task(self.ctx.registry, task)
-            if impl is None:
-                continue
-            try:
-                impl.on_cleanup(rec.stage)
-            except Exception:
-                log.exception("on_cleanup of task %s (stage %s) failed", task.name, rec.stage.ref_id)

@@ -1,13 +1,44 @@
-"""CompleteTask: record a task's final status, then start the next task or complete the stage."""
+"""CompleteTask: record a task's final status, then start the next task or complete the stage.
+
+``finish_task`` is also called by RunTask when a task returns, so the common path (run ->
+done -> next task or stage completion) is one commit instead of three messages.
+"""
 
 from __future__ import annotations
 
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
+from typing import Any
+
+from stabilize_redis.backend.codec import StageRecord
+from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms
+from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms
+from stabilize_redis.handlers.complete_stage import finish_stage
+from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.handlers.task_lookup import find_task
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteStage, CompleteTask, Message, StartTask
+from stabilize_redis.models.task import TaskExecution
+from stabilize_redis.queue.messages import CompleteTask, Message
+
+
+def finish_task(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap: Snapshot,
+                rec: StageRecord, task: TaskExecution, status: WorkflowStatus,
+                original_status: WorkflowStatus | None, kw: dict[str, Any], cleaned: set[str]) -> None:
+    """Record ``task`` as ended with ``status`` and route onward into ``t``: start the next task,
+    or settle the stage. REDIRECT only records (a jump drives the flow from there)."""
+    if task.status != WorkflowStatus.SKIPPED:
+        task.end_time = now_ms()
+    task.status = status
+    t.write_stage(rec)
+    if status == WorkflowStatus.REDIRECT:
+        return
+    kind = "task.completed" if status.is_complete and not status.is_halt else "task.failed"
+    t.event(kind, "task", task.id, {"stage_id": rec.id, "name": task.name, "status": status.name,
+                                     "original_status": original_status.name if original_status else None})
+    nxt = rec.stage.next_task(task)
+    if nxt is not None and not status.is_halt and nxt.status == WorkflowStatus.NOT_STARTED:
+        begin_task(ctx.registry, t, rec, nxt, kw)
+    else:
+        finish_stage(ctx, backend, t, snap, rec, kw, cleaned)
 
 
 class CompleteTaskHandler(Handler):
@@ -16,7 +47,8 @@ class CompleteTaskHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, CompleteTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type, "stage_id": sid}
+        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        cleaned: set[str] = set()
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
@@ -30,21 +62,10 @@ class CompleteTaskHandler(Handler):
                 and message.status == WorkflowStatus.SKIPPED
             if task is None or (task.status != WorkflowStatus.RUNNING and not skipped_at_start):
                 return t
-            status = message.status
-            task.status = status
-            task.end_time = task.end_time if skipped_at_start else now_ms()
-            t.write_stage(rec)
-            if status == WorkflowStatus.REDIRECT:
+            if rec.stage.status != WorkflowStatus.RUNNING:
                 return t
-            kind = "task.completed" if status.is_complete and not status.is_halt else "task.failed"
-            t.event(kind, "task", tid, {"stage_id": sid, "name": task.name, "status": status.name,
-                                        "original_status": message.original_status.name
-                                        if message.original_status else None})
-            nxt = rec.stage.next_task(task)
-            if nxt is not None and not status.is_halt and nxt.status == WorkflowStatus.NOT_STARTED:
-                t.push(StartTask(task_id=nxt.id, **kw))
-            else:
-                t.push(CompleteStage(**kw))
+            finish_task(self.ctx, self.backend, t, snap, rec, task, message.status,
+                        message.original_status, kw, cleaned)
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)

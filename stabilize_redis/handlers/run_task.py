@@ -8,6 +8,7 @@ worker's late commit is rejected by the dedup record of the RunTask message it r
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from typing import Any
@@ -16,6 +17,7 @@ from stabilize_redis.backend.codec import StageRecord, ensure_plain
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, now_ms
+from stabilize_redis.handlers.complete_task import finish_task
 from stabilize_redis.handlers.task_execution import (
     Outcome,
     exception_details,
@@ -26,7 +28,7 @@ from stabilize_redis.handlers.task_execution import (
 from stabilize_redis.handlers.task_lookup import find_task, resolve_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
-from stabilize_redis.queue.messages import CompleteTask, Message, PauseTask, RunTask
+from stabilize_redis.queue.messages import Message, PauseTask, RunTask
 from stabilize_redis.tasks.interface import Task
 from stabilize_redis.tasks.result import TaskResult
 
@@ -63,8 +65,12 @@ class RunTaskHandler(Handler):
         elif stage.context.get("manualSkip"):
             outcome = Outcome(result=TaskResult.skipped())
         else:
+            # The task sees the stage; what it changes in place is not state (only its result
+            # is), so the snapshot reused for the commit gets its context and outputs back.
+            saved = copy.deepcopy((stage.context, stage.outputs))
             outcome = self._run(impl, rec, task)
-        return self._commit_outcome(message, delivery, impl, outcome)
+            stage.context, stage.outputs = saved
+        return self._commit_outcome(message, delivery, impl, outcome, snap)
 
     # -- running -----------------------------------------------------------------------------
 
@@ -121,9 +127,16 @@ class RunTaskHandler(Handler):
         return self.backend.commit(t, message, delivery)
 
     def _commit_outcome(self, message: RunTask, delivery: Delivery | None, impl: Task | None,
-                        outcome: Outcome) -> str:
-        wid, sid, tid = message.execution_id, message.stage_id, message.task_id
-        kw = self._kw(message)
+                        outcome: Outcome, first_read: Snapshot) -> str:
+        """Commit the outcome, deciding first against the snapshot read before the task ran
+        (its versions guard the commit) and re-reading only on CONFLICT."""
+        wid, sid = message.execution_id, message.stage_id
+        tid = message.task_id
+        cleaned: set[str] = set()
+        reads = [first_read]
+
+        def read() -> Snapshot:
+            return reads.pop() if reads else self.backend.read(wid, [sid])
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
@@ -135,16 +148,17 @@ class RunTaskHandler(Handler):
             if task is None or task.status != WorkflowStatus.RUNNING:
                 return t
             if outcome.result is not None:
-                self._apply_result(t, rec, task, impl, outcome.result, message, kw)
+                self._apply_result(t, snap, rec, task, impl, outcome.result, message, cleaned)
             else:
-                self._apply_error(t, rec, task, outcome, message, kw)
+                self._apply_error(t, snap, rec, task, outcome, message, cleaned)
             return t
 
-        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+        return self.transact(message, delivery, read, decide)
 
-    def _apply_result(self, t: Transition, rec: StageRecord, task: TaskExecution, impl: Task | None,
-                      result: TaskResult, message: RunTask, kw: dict[str, Any]) -> None:
+    def _apply_result(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
+                      impl: Task | None, result: TaskResult, message: RunTask, cleaned: set[str]) -> None:
         stage = rec.stage
+        kw = self._kw(message)
         try:
             ensure_plain(result.context, f"stage {stage.ref_id!r} task {task.name!r} result context")
             ensure_plain(result.outputs, f"stage {stage.ref_id!r} task {task.name!r} result outputs")
@@ -167,17 +181,24 @@ class RunTaskHandler(Handler):
             t.write_stage(rec)
             return
         if status in _FORWARD:
-            t.write_stage(rec)
-            t.push(CompleteTask(status=status, **kw))
+            self._finish(t, snap, rec, task, status, None, message, cleaned)
             return
         if status not in (WorkflowStatus.CANCELED, WorkflowStatus.TERMINAL):
             status = WorkflowStatus.TERMINAL
-        t.write_stage(rec)
-        t.push(CompleteTask(status=stage.failure_status(default=status), original_status=status, **kw))
+        self._finish(t, snap, rec, task, stage.failure_status(default=status), status, message, cleaned)
 
-    def _apply_error(self, t: Transition, rec: StageRecord, task: TaskExecution, outcome: Outcome,
-                     message: RunTask, kw: dict[str, Any]) -> None:
+    def _finish(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
+                status: WorkflowStatus, original: WorkflowStatus | None, message: RunTask,
+                cleaned: set[str]) -> None:
+        """The task ended: record it and route onward in this same commit (what a CompleteTask
+        message would do, without the extra message)."""
+        kw = {"execution_id": message.execution_id, "execution_type": message.execution_type}
+        finish_task(self.ctx, self.backend, t, snap, rec, task, status, original, kw, cleaned)
+
+    def _apply_error(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
+                     outcome: Outcome, message: RunTask, cleaned: set[str]) -> None:
         stage = rec.stage
+        kw = self._kw(message)
         error = outcome.error
         assert error is not None
         attempt = message.attempts + 1
@@ -199,7 +220,6 @@ class RunTaskHandler(Handler):
             details["details"]["attempts"] = attempt
         task.task_exception_details = {"exception": details}
         stage.context["exception"] = details
-        t.write_stage(rec)
-        t.push(CompleteTask(status=stage.failure_status(), original_status=WorkflowStatus.TERMINAL, **kw))
+        self._finish(t, snap, rec, task, stage.failure_status(), WorkflowStatus.TERMINAL, message, cleaned)
 
 

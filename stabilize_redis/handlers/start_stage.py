@@ -2,7 +2,8 @@
 
 A join's StartStage is released by the commit that completes its last needed upstream (a
 counter in the workflow hash), so no handler polls. Readiness is still checked against the
-upstreams read here, and their versions are part of the read set.
+upstreams read here, and their versions are part of the read set. The stage's first task is
+started in the same commit (no separate StartTask message).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from stabilize_redis.dag.lineage import context_with_ancestors, extend_lineage, 
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.expressions import ExpressionError, evaluate_stage_enabled
 from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, SkipStage, StartStage, StartTask
+from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, SkipStage, StartStage
 
 
 class StartStageHandler(Handler):
@@ -60,15 +62,15 @@ class StartStageHandler(Handler):
             stage.start_time = now_ms()
             stage.context = context_with_ancestors(stage.context, ancestors)
             rec.anc = lineage
+            t.event("stage.started", "stage", sid, stage_event_data(rec))
             first = stage.first_task()
             if first is not None:
                 first.stage_start = True
                 stage.tasks[-1].stage_end = True
-                t.push(StartTask(stage_id=sid, task_id=first.id, **kw))
+                begin_task(self.ctx.registry, t, rec, first, kw)
             else:
                 t.push(CompleteStage(stage_id=sid, **kw))
             t.write_stage(rec)
-            t.event("stage.started", "stage", sid, stage_event_data(rec))
             return t
 
         return self.transact(message, delivery,

@@ -2,13 +2,37 @@
 
 from __future__ import annotations
 
+from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, now_ms
 from stabilize_redis.handlers.task_lookup import find_task, resolve_task
 from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import CompleteTask, Message, RunTask, StartTask
 from stabilize_redis.tasks.interface import SkippableTask
+from stabilize_redis.tasks.registry import TaskRegistry
+
+
+def begin_task(registry: TaskRegistry, t: Transition, rec: StageRecord, task: TaskExecution,
+               kw: dict[str, object]) -> None:
+    """Start a NOT_STARTED task: RUNNING and a RunTask, or SKIPPED and a CompleteTask(SKIPPED)
+    for a disabled SkippableTask. Used by StartTask and, for a stage's first task, by StartStage
+    (which saves a message per stage)."""
+    tkw = {**kw, "stage_id": rec.id, "task_id": task.id}
+    impl = resolve_task(registry, task)
+    if isinstance(impl, SkippableTask) and not impl.is_enabled(rec.stage):
+        task.status = WorkflowStatus.SKIPPED
+        task.end_time = now_ms()
+        t.write_stage(rec)
+        t.push(CompleteTask(status=WorkflowStatus.SKIPPED, **tkw))  # type: ignore[arg-type]
+        return
+    task.status = WorkflowStatus.RUNNING
+    task.start_time = now_ms()
+    t.write_stage(rec)
+    t.push(RunTask(task_type=task.implementing_class, **tkw))  # type: ignore[arg-type]
+    t.event("task.started", "task", task.id,
+            {"stage_id": rec.id, "name": task.name, "implementing_class": task.implementing_class})
 
 
 class StartTaskHandler(Handler):
@@ -17,7 +41,7 @@ class StartTaskHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, StartTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type, "stage_id": sid, "task_id": tid}
+        kw = {"execution_id": wid, "execution_type": message.execution_type}
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
@@ -28,19 +52,7 @@ class StartTaskHandler(Handler):
             task = find_task(rec.stage.tasks, tid)
             if task is None or task.status != WorkflowStatus.NOT_STARTED:
                 return t
-            impl = resolve_task(self.ctx.registry, task)
-            if isinstance(impl, SkippableTask) and not impl.is_enabled(rec.stage):
-                task.status = WorkflowStatus.SKIPPED
-                task.end_time = now_ms()
-                t.write_stage(rec)
-                t.push(CompleteTask(status=WorkflowStatus.SKIPPED, **kw))
-                return t
-            task.status = WorkflowStatus.RUNNING
-            task.start_time = now_ms()
-            t.write_stage(rec)
-            t.push(RunTask(task_type=task.implementing_class, **kw))
-            t.event("task.started", "task", tid,
-                    {"stage_id": sid, "name": task.name, "implementing_class": task.implementing_class})
+            begin_task(self.ctx.registry, t, rec, task, kw)
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
