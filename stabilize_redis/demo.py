@@ -9,6 +9,7 @@ import os
 import sys
 import time
 import uuid
+from typing import Any
 
 from stabilize_redis.client import connect
 from stabilize_redis.config import EngineConfig
@@ -90,17 +91,18 @@ def main() -> int:
         while time.monotonic() < deadline:
             events = client.events(wf.id)
             for e in events[seen:]:
+                kind = str(e["event_type"])
                 entity = refs.get(str(e["entity_id"]), "workflow")
                 extra = ""
-                data = e.get("data") or {}
-                if e["event_type"] == "task.retried":
+                data: dict[str, Any] = e.get("data") or {}  # type: ignore[assignment]
+                if kind == "task.retried":
                     extra = f" (attempt {data.get('attempt')}: {data.get('error')})"
-                elif e["event_type"] == "stage.completed":
+                elif kind == "stage.completed":
                     extra = f" -> {json.dumps(data.get('outputs'))}"
-                print(f"  {e['event_type']:<18} {entity}{extra}")
+                print(f"  {kind:<18} {entity}{extra}")
             seen = len(events)
-            if any(e["event_type"].startswith("workflow.") and e["event_type"] not in
-                   ("workflow.created", "workflow.started") for e in events):
+            if any(str(e["event_type"]) in ("workflow.completed", "workflow.failed", "workflow.canceled")
+                   for e in events):
                 break
             time.sleep(0.05)
         result = client.wait(wf.id, timeout=max(1.0, deadline - time.monotonic()))

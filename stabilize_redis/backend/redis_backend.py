@@ -13,8 +13,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from stabilize_redis.backend.codec import StageRecord, decode_stage, unpack
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
@@ -78,7 +76,9 @@ class RedisBackend:
 
     def __init__(self, target: Target, partitions: int | None = None) -> None:
         self.target = target
-        self.client: redis.Redis = connect_redis(target)
+        # redis-py types replies as unions over every decode mode; this client always returns
+        # bytes (decode_responses=False), so replies are handled as such.
+        self.client: Any = connect_redis(target)
         self.scripts = Scripts(self.client)
         self.keys = NamespaceKeys(target.namespace, self._ensure_namespace(partitions))
         self._ensure_groups()

@@ -73,7 +73,7 @@ class CompleteStageHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, CompleteStage)
         wid, sid = message.execution_id, message.stage_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
         cleaned: set[str] = set()
 
         def decide(snap: Snapshot) -> Transition:

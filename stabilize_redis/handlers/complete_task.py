@@ -47,7 +47,7 @@ class CompleteTaskHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, CompleteTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
         cleaned: set[str] = set()
 
         def decide(snap: Snapshot) -> Transition:

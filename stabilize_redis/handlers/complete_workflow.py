@@ -6,6 +6,8 @@ every stage here costs once per workflow, not per transition.
 
 from __future__ import annotations
 
+from typing import Any
+
 from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
@@ -34,7 +36,7 @@ class CompleteWorkflowHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, CompleteWorkflow)
         wid = message.execution_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def read() -> Snapshot:
             return self.backend.read(wid, self.backend.stage_ids(wid))

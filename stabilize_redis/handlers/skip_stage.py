@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
@@ -16,7 +18,7 @@ class SkipStageHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, SkipStage)
         wid, sid = message.execution_id, message.stage_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)

@@ -8,6 +8,8 @@ started in the same commit (no separate StartTask message).
 
 from __future__ import annotations
 
+from typing import Any
+
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.dag.lineage import context_with_ancestors, extend_lineage, materialize, union_lineages
@@ -26,7 +28,7 @@ class StartStageHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, StartStage)
         wid, sid = message.execution_id, message.stage_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
@@ -15,7 +17,7 @@ from stabilize_redis.tasks.registry import TaskRegistry
 
 
 def begin_task(registry: TaskRegistry, t: Transition, rec: StageRecord, task: TaskExecution,
-               kw: dict[str, object]) -> None:
+               kw: dict[str, Any]) -> None:
     """Start a NOT_STARTED task: RUNNING and a RunTask, or SKIPPED and a CompleteTask(SKIPPED)
     for a disabled SkippableTask. Used by StartTask and, for a stage's first task, by StartStage
     (which saves a message per stage)."""
@@ -41,7 +43,7 @@ class StartTaskHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, StartTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)

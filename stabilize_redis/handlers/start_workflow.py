@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
@@ -16,7 +18,7 @@ class StartWorkflowHandler(Handler):
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, StartWorkflow)
         wid = message.execution_id
-        kw = {"execution_id": wid, "execution_type": message.execution_type}
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
