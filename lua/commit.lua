@@ -16,6 +16,7 @@
 --   q   [[msg_id, argv_index, delay_ms], ...] messages to enqueue
 --   r   [[msg_id, argv_index, delay_ms], ...] messages released by counters (q_release)
 --   ev  [argv_index, ...]          events (JSON) to append to the workflow's event stream
+--   p   [[channel, text], ...]     notifications to PUBLISH after the writes (cancellations)
 -- ARGV[2..] blobs referenced by index.
 --
 -- Steps, in order: dedup -> version checks -> writes -> counters -> enqueue -> events ->
@@ -26,7 +27,7 @@
 --   {0}             DUPLICATE: message already processed; entry acked, nothing written
 --   {-1, field}     CONFLICT: `field` changed since it was read; nothing written, not acked
 --
--- Events: appends plan.ev entries to KEYS[7] as {e = <json>}.
+-- Events: appends plan.ev entries to KEYS[7] as {e = <json>}; publishes plan.p.
 
 --@include includes/enqueue.lua
 
@@ -73,6 +74,10 @@ end
 
 for _, idx in ipairs(plan.ev) do
   redis.call('XADD', events, '*', 'e', ARGV[idx])
+end
+
+for _, note in ipairs(plan.p) do
+  redis.call('PUBLISH', note[1], note[2])
 end
 
 if #plan.w > 0 or #plan.n > 0 or #plan.x > 0 then

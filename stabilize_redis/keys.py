@@ -100,6 +100,11 @@ class NamespaceKeys:
         """Hash: worker id -> last heartbeat (ms)."""
         return f"{self.namespace}:{{meta}}:workers"
 
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel carrying ids of tasks whose stage was canceled (cooperative tokens)."""
+        return f"{self.namespace}:{{meta}}:cancel"
+
     def partition(self, index: int) -> PartitionKeys:
         return PartitionKeys(self.namespace, index)
 

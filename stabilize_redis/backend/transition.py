@@ -36,6 +36,7 @@ class Transition:
     counters: list[CounterOp] = field(default_factory=list)
     messages: list[tuple[Message, float]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[tuple[str, str]] = field(default_factory=list)
 
     def check(self, field_name: str, version: int) -> None:
         self.checks[field_name] = version
@@ -62,6 +63,10 @@ class Transition:
         if message.message_id is None:
             message.message_id = new_message_id()
         self.messages.append((message, delay_seconds))
+
+    def publish(self, channel: str, text: str) -> None:
+        """PUBLISH ``text`` on ``channel`` if (and only if) the transition commits."""
+        self.notices.append((channel, text))
 
     def event(self, event_type: str, entity_type: str, entity_id: str, data: dict[str, Any]) -> None:
         self.events.append(
@@ -104,6 +109,7 @@ class Transition:
             "q": [[m.message_id, ref(m.encode()), int(d * 1000)] for m, d in self.messages],
             "r": released,
             "ev": [ref(json.dumps(e, separators=(",", ":"), default=str)) for e in self.events],
+            "p": [[c, m] for c, m in self.notices],
         }
         # cjson decodes an empty JSON array as an empty table either way; keep lists as lists.
         return [json.dumps(plan, separators=(",", ":")), *blobs]

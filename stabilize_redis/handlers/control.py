@@ -55,7 +55,8 @@ class CancelWorkflowHandler(Handler):
 
 
 class CancelStageHandler(Handler):
-    """Cancel an unfinished stage and its unfinished tasks, signalling their tokens."""
+    """Cancel an unfinished stage and its unfinished tasks. The commit publishes the ids of tasks
+    that were running, and every worker's listener cancels the token of any it is executing."""
 
     message_type = CancelStage
 
@@ -80,13 +81,12 @@ class CancelStageHandler(Handler):
             rec.stage.status = WorkflowStatus.CANCELED
             rec.stage.end_time = now_ms()
             t.write_stage(rec)
+            for task_id in canceled_tasks:
+                t.publish(self.backend.keys.cancel_channel, task_id)
             t.event("stage.canceled", "stage", sid, stage_event_data(rec, status="CANCELED"))
             return t
 
-        outcome = self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
-        for task_id in canceled_tasks:
-            self.ctx.tokens.cancel(task_id)
-        return outcome
+        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
 
 
 class PauseTaskHandler(Handler):

@@ -10,6 +10,7 @@ from typing import Any
 from stabilize_redis.config import EngineConfig
 from stabilize_redis.handlers import HandlerContext, default_handlers
 from stabilize_redis.handlers.base import Handler
+from stabilize_redis.queue.cancel_listener import CancelListener
 from stabilize_redis.queue.consumer import Consumer, consumer_name
 from stabilize_redis.queue.dispatch import Dispatcher
 from stabilize_redis.queue.redis_queue import RedisQueue
@@ -47,6 +48,7 @@ class QueueProcessor:
         self.concurrency = concurrency
         self.visibility_timeout = visibility_timeout
         self._consumer: Consumer | None = None
+        self._cancel_listener = CancelListener(self.backend, self.context.tokens)
         self._name = consumer_name()
         self._in_process_all = False
 
@@ -106,12 +108,14 @@ class QueueProcessor:
             return
         self._consumer = Consumer(self.backend, self.dispatcher, concurrency=self.concurrency,
                                   visibility_timeout=self.visibility_timeout)
+        self._cancel_listener.start()
         self._consumer.start()
 
     def stop(self, wait: bool = True, timeout: float = 30.0) -> None:
         if self._consumer is not None:
             self._consumer.stop(timeout if wait else 0.0)
             self._consumer = None
+            self._cancel_listener.stop()
 
     request_stop = stop
 

@@ -11,7 +11,7 @@ import time
 
 import redis
 
-from stabilize_redis import StageExecution, TaskRegistry, TaskResult
+from stabilize_redis import StageExecution, TaskRegistry, TaskResult, is_cancellation_requested
 
 _client = redis.Redis.from_url(os.environ["STZ_TEST_URL"])
 _ns = os.environ["STZ_TEST_NS"]
@@ -29,5 +29,19 @@ def work(stage: StageExecution) -> TaskResult:
         _client.hincrby(f"{_ns}:test:running", pid, -1)
 
 
+def wait_for_cancel(stage: StageExecution) -> TaskResult:
+    """Runs until its cancellation token fires (at most 30 s), recording that it saw it."""
+    key = f"{_ns}:test:cancel:{stage.execution.id}"
+    _client.hset(key, "running", os.getpid())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if is_cancellation_requested():
+            _client.hset(key, "saw_cancel", 1)
+            return TaskResult.canceled()
+        time.sleep(0.01)
+    return TaskResult.success()
+
+
 registry = TaskRegistry()
 registry.register("work", work)
+registry.register("wait_for_cancel", wait_for_cancel)
