@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.action == "list":
         for row in queue.list_dlq(args.limit):
-            print(json.dumps({"id": f"{row['partition']}/{row['dead_id']}", "reason": row.get("reason"),
-                              "attempts": row.get("attempts"), "error": row.get("error"),
-                              "message": row.get("m")}))
+            print(json.dumps({k: row[k] for k in ("id", "type", "reason", "attempts", "error", "payload")}))
         return 0
     if args.action == "replay":
         ok = queue.replay_dlq(args.id)

@@ -61,6 +61,7 @@ class Snapshot:
     meta_version: int
     stages: dict[str, StageRecord]
     counters: dict[str, int]
+    processed: bool = False
 
     @property
     def exists(self) -> bool:
@@ -116,15 +117,27 @@ class RedisBackend:
         *,
         counters: Sequence[str] = (),
         with_upstreams: bool = False,
+        processed_id: str | None = None,
     ) -> Snapshot:
         """One HMGET of the meta, the given stages and counters (and, with ``with_upstreams``,
-        a second HMGET for the stages' direct upstreams)."""
-        wf_key = self.part(workflow_id).workflow(workflow_id)
+        a second HMGET for the stages' direct upstreams). With ``processed_id`` the same round
+        trip also tells whether that message id is already in the dedup record
+        (``Snapshot.processed``)."""
+        part = self.part(workflow_id)
+        wf_key = part.workflow(workflow_id)
         fields: list[str] = [META_FIELD, version_field(META_FIELD)]
         for sid in stage_ids:
             fields += [stage_field(sid), version_field(stage_field(sid))]
         fields += [counter_field(c) for c in counters]
-        values = self.client.hmget(wf_key, fields)
+        processed = False
+        if processed_id:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hmget(wf_key, fields)
+            pipe.zscore(part.done, processed_id)
+            values, score = pipe.execute()
+            processed = score is not None
+        else:
+            values = self.client.hmget(wf_key, fields)
         meta = unpack(values[0]) if values[0] is not None else None
         stages: dict[str, StageRecord] = {}
         for i, sid in enumerate(stage_ids):
@@ -133,7 +146,7 @@ class RedisBackend:
                 stages[sid] = decode_stage(blob, _int(values[3 + 2 * i]))
         base = 2 + 2 * len(stage_ids)
         counts = {c: _int(values[base + i]) for i, c in enumerate(counters)}
-        snap = Snapshot(workflow_id, meta, _int(values[1]), stages, counts)
+        snap = Snapshot(workflow_id, meta, _int(values[1]), stages, counts, processed)
         if with_upstreams:
             ups = [u for sid in stage_ids if sid in stages for u in stages[sid].up if u not in stages]
             if ups:
@@ -334,13 +347,25 @@ class RedisBackend:
         return sum(int(v) for v in pipe.execute())
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Dead letters, oldest first per partition. ``id`` ('PARTITION/ENTRY') is what
+        ``replay_dead`` takes; ``message_id``, ``type``, ``payload``, ``reason``, ``attempts``,
+        ``error`` and ``at`` (ms) describe the message and why it died."""
+        import json
+
         out: list[dict[str, Any]] = []
         for part in self.keys.all_partitions():
             for entry_id, fields in self.client.xrange(part.dead, count=limit):
-                row = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
-                row["partition"] = part.index
-                row["dead_id"] = entry_id.decode()
-                out.append(row)
+                f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+                try:
+                    kind = json.loads(f.get("m", "")).get("type")
+                except (ValueError, AttributeError):
+                    kind = None
+                out.append({
+                    "id": f"{part.index}/{entry_id.decode()}", "partition": part.index,
+                    "message_id": f.get("id", ""), "type": kind, "payload": f.get("m", ""),
+                    "reason": f.get("reason", ""), "attempts": int(f.get("attempts") or 0),
+                    "error": f.get("error", ""), "at": int(f.get("at") or 0),
+                })
         return out[:limit]
 
     def replay_dead(self, partition: int, dead_id: str) -> bool:

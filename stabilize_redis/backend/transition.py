@@ -31,7 +31,7 @@ class Transition:
 
     workflow_id: str
     checks: dict[str, int] = field(default_factory=dict)
-    writes: dict[str, bytes] = field(default_factory=dict)
+    writes: dict[str, bytes | StageRecord] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     counters: list[CounterOp] = field(default_factory=list)
     messages: list[tuple[Message, float]] = field(default_factory=list)
@@ -42,10 +42,11 @@ class Transition:
         self.checks[field_name] = version
 
     def write_stage(self, rec: StageRecord) -> None:
-        """Write a stage guarded by the version it was read at."""
+        """Write a stage guarded by the version it was read at. The stage is encoded when the
+        transition is committed, so changes made to it after this call are written too."""
         name = stage_field(rec.id)
         self.checks[name] = rec.version
-        self.writes[name] = encode_stage(rec)
+        self.writes[name] = rec
 
     def write_meta(self, wf: Workflow, extras: dict[str, Any], version: int) -> None:
         """Write the workflow meta guarded by the version it was read at; ``extras`` are the
@@ -103,7 +104,7 @@ class Transition:
             "g": group,
             "wf": self.workflow_id,
             "c": [[f, v] for f, v in self.checks.items()],
-            "w": [[f, ref(b)] for f, b in self.writes.items()],
+            "w": [[f, ref(encode_stage(b) if isinstance(b, StageRecord) else b)] for f, b in self.writes.items()],
             "x": list(self.deletes),
             "n": counters,
             "q": [[m.message_id, ref(m.encode()), int(d * 1000)] for m, d in self.messages],

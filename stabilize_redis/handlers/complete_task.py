@@ -57,12 +57,14 @@ class CompleteTaskHandler(Handler):
                 return t
             attach(snap)
             task = find_task(rec.stage.tasks, tid)
-            # A SKIPPED task was already finished by StartTask; it still routes onward once.
-            skipped_at_start = task is not None and task.status == WorkflowStatus.SKIPPED \
-                and message.status == WorkflowStatus.SKIPPED
-            if task is None or (task.status != WorkflowStatus.RUNNING and not skipped_at_start):
+            if task is None or rec.stage.status != WorkflowStatus.RUNNING:
                 return t
-            if rec.stage.status != WorkflowStatus.RUNNING:
+            if task.status == WorkflowStatus.SKIPPED and message.status == WorkflowStatus.SKIPPED:
+                # Finished by StartTask already; route onward only if that has not happened yet.
+                nxt = rec.stage.next_task(task)
+                if nxt is not None and nxt.status != WorkflowStatus.NOT_STARTED:
+                    return t
+            elif task.status != WorkflowStatus.RUNNING:
                 return t
             finish_task(self.ctx, self.backend, t, snap, rec, task, message.status,
                         message.original_status, kw, cleaned)

@@ -45,7 +45,9 @@ class RunTaskHandler(Handler):
         assert isinstance(message, RunTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
-        snap = self.backend.read(wid, [sid])
+        snap = self.backend.read(wid, [sid], processed_id=message.message_id)
+        if snap.processed:  # already committed: a redelivery must not run user code again
+            return self.backend.commit(Transition(wid), message, delivery)
         rec = snap.stages.get(sid)
         task = find_task(rec.stage.tasks, tid) if rec is not None else None
         if snap.meta is None or rec is None or task is None or task.status != WorkflowStatus.RUNNING:

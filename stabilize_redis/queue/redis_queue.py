@@ -32,16 +32,18 @@ class RedisQueue:
         return self.backend.queue_counts()
 
     def list_dlq(self, limit: int = 100, message_type: str | None = None) -> list[dict[str, Any]]:
+        """Dead letters (see ``RedisBackend.dead_letters`` for the row fields)."""
         rows = self.backend.dead_letters(limit if message_type is None else 100_000)
         if message_type is not None:
-            rows = [r for r in rows if f'"type":"{message_type}"' in r.get("m", "")][:limit]
+            rows = [r for r in rows if r["type"] == message_type][:limit]
         return rows
 
     def dlq_size(self) -> int:
         return self.backend.queue_counts()["dead"]
 
     def replay_dlq(self, dlq_id: str, partition: int | None = None) -> bool:
-        """Move a dead letter back to its ready stream (``dlq_id`` as listed: 'partition/id')."""
+        """Move a dead letter back to its ready stream with its attempts reset; ``dlq_id`` is the
+        ``id`` of a ``list_dlq`` row ('PARTITION/ENTRY')."""
         if partition is None:
             part, _, dlq_id = dlq_id.partition("/")
             partition = int(part)
