@@ -20,7 +20,7 @@
 -- ARGV[2..] blobs referenced by index.
 --
 -- Steps, in order: dedup -> version checks -> writes -> counters -> enqueue -> events ->
--- dirty mark -> dedup record + XACK/XDEL of the delivered entry.
+-- workflow version bump (field `ver`) + dirty mark -> dedup record + XACK/XDEL of the entry.
 --
 -- Returns:
 --   {1, released}   committed; released = number of counter-released messages
@@ -81,6 +81,7 @@ for _, note in ipairs(plan.p) do
 end
 
 if #plan.w > 0 or #plan.n > 0 or #plan.x > 0 then
+  redis.call('HINCRBY', wf, 'ver', 1)
   redis.call('ZADD', dirty, 'NX', now, plan.wf)
 end
 

@@ -8,7 +8,8 @@
 -- ARGV[2] mode: 'new' (fail if it exists), 'start' (store if absent, then enqueue the message)
 -- ARGV[3] start message id ('' for none)   ARGV[4] start message payload
 -- ARGV[5] event JSON ('' for none)
--- ARGV[6..] field, value pairs of the workflow hash (versions start at 1)
+-- ARGV[6..] field, value pairs of the workflow hash (field versions start at 1; the workflow
+--           version `ver` starts at 1 and every later commit that writes bumps it)
 --
 -- Returns:
 --   {1}  stored (and the message enqueued if given)
@@ -32,6 +33,7 @@ if not exists then
   for i = 6, #ARGV, 2 do
     redis.call('HSET', wf, ARGV[i], ARGV[i + 1], 'v:' .. ARGV[i], 1)
   end
+  redis.call('HSET', wf, 'ver', 1)
   redis.call('ZADD', index, now, id)
   redis.call('ZADD', dirty, 'NX', now, id)
   if ARGV[5] ~= '' then

@@ -117,6 +117,8 @@ class NamespaceKeys:
 
 # Fields of a workflow hash. Versions live beside the blobs as ``v:<field>``.
 META_FIELD = "meta"
+STATUS_FIELD = "st"  # the workflow status name, plain, for scripts and the checkpointer
+WORKFLOW_VERSION_FIELD = "ver"  # bumped by every commit that writes
 STAGE_IDS_FIELD = "stages"
 
 

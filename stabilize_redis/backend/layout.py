@@ -21,7 +21,7 @@ from stabilize_redis.backend.codec import (
     unpack,
 )
 from stabilize_redis.dag.topological import topological_sort
-from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field
+from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, STATUS_FIELD, stage_field
 from stabilize_redis.models.stage import JoinType, StageExecution
 from stabilize_redis.models.workflow import Workflow
 
@@ -72,6 +72,7 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
     }
     fields: dict[str, bytes] = {
         META_FIELD: pack(meta_to_dict(wf, extras)),
+        STATUS_FIELD: wf.status.name.encode(),
         STAGE_IDS_FIELD: pack([s.id for s in wf.stages]),
     }
     for rec in records.values():

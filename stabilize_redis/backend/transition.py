@@ -11,7 +11,7 @@ from typing import Any
 from ulid import ULID
 
 from stabilize_redis.backend.codec import StageRecord, encode_stage, meta_to_dict, pack
-from stabilize_redis.keys import META_FIELD, counter_field, stage_field
+from stabilize_redis.keys import META_FIELD, STATUS_FIELD, counter_field, stage_field
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import Message, new_message_id
 
@@ -53,6 +53,7 @@ class Transition:
         graph facts of the meta as read (see ``codec.meta_to_dict``)."""
         self.checks[META_FIELD] = version
         self.writes[META_FIELD] = pack(meta_to_dict(wf, extras))
+        self.writes[STATUS_FIELD] = wf.status.name.encode()
 
     def count(self, name: str, threshold: int, release: Message | None, incr: int = 1) -> None:
         """Add ``incr`` to counter ``name``; enqueue ``release`` when it reaches ``threshold``."""
