@@ -1,0 +1,36 @@
+"""``stabilize-redis worker``: run supervised worker processes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from workers.app import AppLoadError
+from workers.commands import add_target_arguments
+from workers.process import WorkerSettings
+from workers.supervisor import supervise
+
+NAME = "worker"
+HELP = "run worker processes"
+
+
+def add_arguments(w: argparse.ArgumentParser) -> None:
+    w.add_argument("--app", required=True, help="MODULE:ATTR naming a TaskRegistry or a callable returning one")
+    add_target_arguments(w)
+    w.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    w.add_argument("--concurrency", type=int, default=4, help="handler threads per process (default 4)")
+    w.add_argument("--visibility-timeout", type=float, default=30.0,
+                   help="seconds an unacknowledged message stays owned without a heartbeat (default 30)")
+    w.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish in-flight work on SIGTERM")
+    w.add_argument("--log-level", default="INFO")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = WorkerSettings(app=args.app, url=args.url, namespace=args.namespace,
+                              concurrency=args.concurrency, visibility_timeout=args.visibility_timeout,
+                              grace_period=args.grace_period, log_level=args.log_level)
+    try:
+        return supervise(settings, args.processes)
+    except AppLoadError as e:
+        print(f"stabilize-redis worker: {e}", file=sys.stderr)
+        return 2
