@@ -6,6 +6,7 @@ import time
 
 from stabilize_redis.backend.layout import lay_out
 from stabilize_redis.backend.registry import backend_for
+from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
 from stabilize_redis.queue.messages import CancelWorkflow, StartWorkflow, new_message_id
@@ -42,8 +43,8 @@ class Client:
         return self.store.retrieve_execution_summary(workflow_id).status.name
 
     def wait(self, workflow_id: str, timeout: float = 60.0) -> Workflow:
-        """Block until the workflow is complete (or suspended/paused with nothing running) and
-        return it; raises TimeoutError. Wakes on the workflow's event stream, not by polling."""
+        """Block until the workflow is complete or PAUSED and return it; raises TimeoutError.
+        Wakes on the workflow's event stream rather than polling (on real Redis)."""
         deadline = time.monotonic() + timeout
         events_key = self.backend.part(workflow_id).events(workflow_id)
         embedded = self.backend.target.embedded
@@ -51,7 +52,7 @@ class Client:
         last = newest[0][0].decode() if newest else "0-0"
         while True:
             summary = self.store.retrieve_execution_summary(workflow_id)
-            if summary.status.is_complete:
+            if summary.status.is_complete or summary.status == WorkflowStatus.PAUSED:
                 return self.get(workflow_id)
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -41,9 +41,12 @@ class Orchestrator:
                                        user=user, reason=reason))
 
     def unpause(self, execution: Workflow) -> None:
+        """Resume a paused workflow: the workflow record goes back to RUNNING (so tasks not yet
+        paused keep running) and every PAUSED stage gets a ResumeStage."""
         store = self.store or RedisWorkflowStore.__new__(RedisWorkflowStore)
         if self.store is None:
             store.backend = self.queue.backend
+        store.resume(execution.id)
         current = store.retrieve(execution.id)
         for stage in current.stages:
             if stage.status == WorkflowStatus.PAUSED:

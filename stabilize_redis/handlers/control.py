@@ -90,7 +90,8 @@ class CancelStageHandler(Handler):
 
 
 class PauseTaskHandler(Handler):
-    """The task and its stage become PAUSED; ResumeStage continues them."""
+    """The task and its stage become PAUSED; ResumeStage continues them. If the workflow was
+    resumed before this message arrived, the task simply runs again."""
 
     message_type = PauseTask
 
@@ -105,6 +106,10 @@ class PauseTaskHandler(Handler):
                 return t
             task = next((x for x in rec.stage.tasks if x.id == tid), None)
             if task is None or task.status != WorkflowStatus.RUNNING:
+                return t
+            if snap.meta["status"] != WorkflowStatus.PAUSED.name:
+                t.push(RunTask(execution_id=wid, execution_type=message.execution_type, stage_id=sid,
+                               task_id=tid, task_type=task.implementing_class))
                 return t
             task.status = WorkflowStatus.PAUSED
             rec.stage.status = WorkflowStatus.PAUSED

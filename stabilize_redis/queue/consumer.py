@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
@@ -23,7 +24,8 @@ log = logging.getLogger("stabilize_redis.worker")
 
 
 def consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 100000}"
+    """A consumer name unique to this consumer: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 class Consumer:
