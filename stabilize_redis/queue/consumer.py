@@ -48,9 +48,9 @@ class Consumer:
         self.block_ms = block_ms
         self.name = name or consumer_name()
         self._stop = threading.Event()
-        self._slots = threading.Semaphore(self.concurrency)
         self._inflight: dict[str, Delivery] = {}
         self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stz-handler")
         self._threads: list[threading.Thread] = []
         self.processed = 0
@@ -100,18 +100,18 @@ class Consumer:
                 if now >= next_promote or (next_due is not None and now >= next_due):
                     next_due = self.backend.promote()
                     next_promote = now + 0.25
-                if not self._slots.acquire(timeout=0.5):
+                free = self._wait_for_free_slots(0.5)
+                if free == 0:
                     continue
-                free = 1
-                while free < self.concurrency and self._slots.acquire(blocking=False):
-                    free += 1
                 block = self.block_ms
                 if next_due is not None:
                     block = max(1, min(block, int((next_due - time.time()) * 1000)))
                 block = min(block, int(max(0.001, next_promote - time.time()) * 1000) + 1)
-                deliveries = self.backend.fetch(self.name, free, None if embedded else block)
-                for _ in range(free - len(deliveries)):
-                    self._slots.release()
+                # COUNT applies per stream, so a read may return more entries than free slots;
+                # the surplus waits in the pool's queue (in flight, heartbeated) - bounded by
+                # the number of partitions.
+                count = max(1, -(-free // self.backend.keys.partitions))
+                deliveries = self.backend.fetch(self.name, count, None if embedded else block)
                 if not deliveries and embedded:
                     self._stop.wait(0.002)
                 for delivery in deliveries:
@@ -119,6 +119,13 @@ class Consumer:
             except Exception:  # noqa: BLE001 - Redis down or similar: keep the worker alive
                 log.exception("read loop error; retrying in 1s")
                 self._stop.wait(1.0)
+
+    def _wait_for_free_slots(self, timeout: float) -> int:
+        """Free handler slots, waiting up to ``timeout`` for one when all are busy."""
+        with self._slot_freed:
+            if len(self._inflight) >= self.concurrency:
+                self._slot_freed.wait(timeout)
+            return max(0, self.concurrency - len(self._inflight))
 
     def _submit(self, delivery: Delivery) -> None:
         with self._lock:
@@ -132,9 +139,9 @@ class Consumer:
         except Exception:  # noqa: BLE001 - Redis errors: the entry stays pending and is reclaimed
             log.exception("dispatch of entry %s failed; it will be redelivered", delivery.entry_id)
         finally:
-            with self._lock:
+            with self._slot_freed:
                 self._inflight.pop(delivery.entry_id, None)
-            self._slots.release()
+                self._slot_freed.notify()
 
     def _maintenance_loop(self) -> None:
         beat = max(0.1, self.visibility_timeout / 3)
@@ -158,5 +165,4 @@ class Consumer:
                     continue
             log.warning("reclaimed entry %s (partition %d, delivered %d times) from a dead worker",
                         delivery.entry_id, delivery.partition, delivery.delivered)
-            self._slots.acquire()
             self._submit(delivery)
