@@ -31,6 +31,8 @@ def consumer_name() -> str:
 class Consumer:
     """Reads and dispatches messages until ``stop()``; safe to run in many processes at once."""
 
+    REPORT_EVERY_S = 30.0
+
     def __init__(
         self,
         backend: RedisBackend,
@@ -147,7 +149,14 @@ class Consumer:
         beat = max(0.1, self.visibility_timeout / 3)
         reclaim_every = max(0.2, self.visibility_timeout / 2)
         next_reclaim = time.monotonic() + reclaim_every
+        next_report, reported = time.monotonic() + self.REPORT_EVERY_S, 0
         while not self._stop.wait(beat):
+            if time.monotonic() >= next_report:
+                done = self.processed
+                if done != reported:
+                    log.info("consumer %s: %d messages in the last %.0fs (%d in total), %d in flight",
+                             self.name, done - reported, self.REPORT_EVERY_S, done, self.inflight_count())
+                next_report, reported = time.monotonic() + self.REPORT_EVERY_S, done
             try:
                 with self._lock:
                     inflight = list(self._inflight.values())
