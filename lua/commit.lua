@@ -9,6 +9,7 @@
 --   m   message id being processed ('' for none)       e  delivered stream entry id ('' for none)
 --   g   consumer group                                  wf workflow id (for the dirty mark)
 --   c   [[field, version], ...]    read set: each field's version must still equal `version`
+--   cv  [[field, value], ...]      read set of counters: each must still hold `value`
 --   w   [[field, argv_index], ...] write set: HSET field to ARGV[argv_index], bump v:<field>
 --   x   [field, ...]               fields to delete (with their versions)
 --   n   [[field, incr, threshold, q_index], ...] counters: HINCRBY; when the new value equals
@@ -42,6 +43,12 @@ end
 
 for _, check in ipairs(plan.c) do
   local v = tonumber(redis.call('HGET', wf, 'v:' .. check[1]) or '0')
+  if v ~= tonumber(check[2]) then
+    return {-1, check[1]}
+  end
+end
+for _, check in ipairs(plan.cv) do
+  local v = tonumber(redis.call('HGET', wf, check[1]) or '0')
   if v ~= tonumber(check[2]) then
     return {-1, check[1]}
   end

@@ -31,6 +31,7 @@ class Transition:
 
     workflow_id: str
     checks: dict[str, int] = field(default_factory=dict)
+    counter_checks: dict[str, int] = field(default_factory=dict)
     writes: dict[str, bytes | StageRecord] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
     counters: list[CounterOp] = field(default_factory=list)
@@ -54,6 +55,10 @@ class Transition:
         self.checks[META_FIELD] = version
         self.writes[META_FIELD] = pack(meta_to_dict(wf, extras))
         self.writes[STATUS_FIELD] = wf.status.name.encode()
+
+    def expect_counter(self, name: str, value: int) -> None:
+        """Commit only if counter ``name`` still holds ``value`` (it was part of the decision)."""
+        self.counter_checks[counter_field(name)] = value
 
     def count(self, name: str, threshold: int, release: Message | None, incr: int = 1) -> None:
         """Add ``incr`` to counter ``name``; enqueue ``release`` when it reaches ``threshold``."""
@@ -105,6 +110,7 @@ class Transition:
             "g": group,
             "wf": self.workflow_id,
             "c": [[f, v] for f, v in self.checks.items()],
+            "cv": [[f, v] for f, v in self.counter_checks.items()],
             "w": [[f, ref(encode_stage(b) if isinstance(b, StageRecord) else b)] for f, b in self.writes.items()],
             "x": list(self.deletes),
             "n": counters,

@@ -17,7 +17,7 @@ from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms, stage_event_data
-from stabilize_redis.handlers.flow import activated_downstreams, release_after_completion
+from stabilize_redis.handlers.flow import TOP_COUNTER, activated_downstreams, release_after_completion
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message
@@ -60,8 +60,8 @@ def finish_stage(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap
     if status in CONTINUABLE_STATUSES:
         downs = backend.read_stages(t.workflow_id, rec.down) if stage.split_conditions else {}
         refs = {d: r.stage.ref_id for d, r in downs.items()}
-        release_after_completion(t, rec, snap.meta, kw, activated_downstreams(rec, refs))
         t.event("stage.completed", "stage", rec.id, data)
+        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs))
     else:
         t.push(CompleteWorkflow(**kw))
         t.event("stage.failed", "stage", rec.id, data)
@@ -89,4 +89,5 @@ class CompleteStageHandler(Handler):
             finish_stage(self.ctx, self.backend, t, snap, rec, kw, cleaned)
             return t
 
-        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+        return self.transact(message, delivery,
+                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,)), decide)

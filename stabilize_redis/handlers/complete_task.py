@@ -13,6 +13,7 @@ from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapsh
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms
 from stabilize_redis.handlers.complete_stage import finish_stage
+from stabilize_redis.handlers.flow import TOP_COUNTER
 from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.handlers.task_lookup import find_task
 from stabilize_redis.models.status import WorkflowStatus
@@ -70,4 +71,5 @@ class CompleteTaskHandler(Handler):
                         message.original_status, kw, cleaned)
             return t
 
-        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+        return self.transact(message, delivery,
+                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,)), decide)

@@ -5,12 +5,16 @@ Pure: they add to a Transition, never touch Redis.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
+from stabilize_redis.backend.codec import StageRecord, meta_from_dict
+from stabilize_redis.backend.layout import meta_extras
+from stabilize_redis.backend.redis_backend import Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.models.stage import SplitType
+from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, SkipStage, StartStage
 
 
@@ -45,16 +49,42 @@ def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[st
     return active
 
 
-def release_after_completion(t: Transition, rec: StageRecord, meta: dict[str, Any],
+def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
                              message_kw: dict[str, Any], active: set[str] | None = None) -> None:
     """A stage finished with a continuable status: count it toward each downstream's join
     (the last needed completion releases that StartStage) and toward the workflow's completion
     (the last top-level stage releases CompleteWorkflow). Downstreams an OR-split did not
-    activate are skipped."""
+    activate are skipped.
+
+    When the snapshot holds the top-level counter and this is the last top-level stage, every
+    top-level stage has finished continuably, so the workflow SUCCEEDS in this same commit
+    (guarded by the counter's value) instead of through a CompleteWorkflow message."""
+    assert snap.meta is not None
     for did in rec.down:
         if active is not None and did not in active:
             t.push(SkipStage(stage_id=did, **message_kw))
             continue
         t.count(join_counter(did), rec.gates.get(did, 1), StartStage(stage_id=did, **message_kw))
-    if rec.stage.parent_stage_id is None:
-        t.count(TOP_COUNTER, int(meta["top"]), CompleteWorkflow(**message_kw))
+    if rec.stage.parent_stage_id is not None:
+        return
+    top = int(snap.meta["top"])
+    done = snap.counters.get(TOP_COUNTER)
+    if done is not None and done + 1 == top and snap.meta["status"] == WorkflowStatus.RUNNING.name \
+            and not snap.meta["canceled"]:
+        t.expect_counter(TOP_COUNTER, done)
+        t.count(TOP_COUNTER, top, None)
+        succeed_workflow(t, snap)
+        return
+    t.count(TOP_COUNTER, top, CompleteWorkflow(**message_kw))
+
+
+def succeed_workflow(t: Transition, snap: Snapshot) -> None:
+    """The workflow SUCCEEDED: status, end time and the completion event, in ``t``."""
+    assert snap.meta is not None
+    wf = meta_from_dict(snap.meta)
+    wf.status = WorkflowStatus.SUCCEEDED
+    wf.end_time = int(time.time() * 1000)
+    t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+    t.event("workflow.completed", "workflow", wf.id, {
+        "status": wf.status.name, "end_time": wf.end_time,
+        "duration_ms": wf.end_time - (wf.start_time or wf.end_time)})

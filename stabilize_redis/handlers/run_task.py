@@ -18,6 +18,7 @@ from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, now_ms
 from stabilize_redis.handlers.complete_task import finish_task
+from stabilize_redis.handlers.flow import TOP_COUNTER
 from stabilize_redis.handlers.task_execution import (
     Outcome,
     exception_details,
@@ -45,7 +46,7 @@ class RunTaskHandler(Handler):
         assert isinstance(message, RunTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
-        snap = self.backend.read(wid, [sid], processed_id=message.message_id)
+        snap = self.backend.read(wid, [sid], processed_id=message.message_id, counters=(TOP_COUNTER,))
         if snap.processed:  # already committed: a redelivery must not run user code again
             return self.backend.commit(Transition(wid), message, delivery)
         rec = snap.stages.get(sid)
@@ -138,7 +139,7 @@ class RunTaskHandler(Handler):
         reads = [first_read]
 
         def read() -> Snapshot:
-            return reads.pop() if reads else self.backend.read(wid, [sid])
+            return reads.pop() if reads else self.backend.read(wid, [sid], counters=(TOP_COUNTER,))
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)

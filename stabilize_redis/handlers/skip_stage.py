@@ -7,7 +7,7 @@ from typing import Any
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
-from stabilize_redis.handlers.flow import release_after_completion
+from stabilize_redis.handlers.flow import TOP_COUNTER, release_after_completion
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, SkipStage
 
@@ -31,8 +31,9 @@ class SkipStageHandler(Handler):
             rec.stage.status = WorkflowStatus.SKIPPED
             rec.stage.end_time = now_ms()
             t.write_stage(rec)
-            release_after_completion(t, rec, snap.meta, kw)
             t.event("stage.skipped", "stage", sid, stage_event_data(rec, status="SKIPPED"))
+            release_after_completion(t, snap, rec, kw)
             return t
 
-        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+        return self.transact(message, delivery,
+                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,)), decide)

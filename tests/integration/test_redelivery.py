@@ -86,7 +86,8 @@ class TwiceDispatcher:
         self.copied_kinds.add(type(message).__name__)
 
     def _push_classic_follow_ups(self, message: Message) -> None:
-        """The StartTask / CompleteTask / CompleteStage of a transition the engine fused."""
+        """The StartTask / CompleteTask / CompleteStage / CompleteWorkflow of a transition the
+        engine fused."""
         if not isinstance(message, StartStage | RunTask):
             return
         wf = self.store.retrieve(message.execution_id)
@@ -102,6 +103,8 @@ class TwiceDispatcher:
             self._push(CompleteTask(task_id=task.id, status=task.status, **kw))
         if stage.status.is_complete:
             self._push(CompleteStage(**kw))
+        if wf.status.is_complete:
+            self._push(CompleteWorkflow(execution_id=wf.id, execution_type=message.execution_type))
 
 
 class CountingTask(Task):
