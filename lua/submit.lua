@@ -1,48 +1,52 @@
--- submit: store a new workflow and, optionally, enqueue the message that starts it.
+-- submit: store a new workflow and, optionally, enqueue the messages that start it.
 --
 -- KEYS[1] workflow hash     KEYS[4] delayed payloads hash
 -- KEYS[2] ready stream      KEYS[5] partition workflow index (zset: id -> submitted at)
 -- KEYS[3] delayed set       KEYS[6] dirty set
 --                           KEYS[7] workflow event stream
 -- ARGV[1] workflow id
--- ARGV[2] mode: 'new' (fail if it exists), 'start' (store if absent, then enqueue the message)
--- ARGV[3] start message id ('' for none)   ARGV[4] start message payload
--- ARGV[5] event JSON ('' for none)
--- ARGV[6..] field, value pairs of the workflow hash (field versions start at 1; the workflow
+-- ARGV[2] mode: 'new'    store; fail if it exists (nothing enqueued)
+--               'start'  store if absent, then enqueue the messages either way (they are
+--                        StartWorkflow, which acts only on a NOT_STARTED workflow)
+--               'launch' store if absent and enqueue the messages only then
+-- ARGV[3] JSON array of [message id, payload] to enqueue
+-- ARGV[4] JSON array of event JSON texts, appended when the workflow is stored
+-- ARGV[5..] field, value pairs of the workflow hash (field versions start at 1; the workflow
 --           version `ver` starts at 1 and every later commit that writes bumps it)
 --
 -- Returns:
---   {1}  stored (and the message enqueued if given)
---   {2}  already stored; mode 'start' enqueued the message anyway (StartWorkflow is guarded)
---   {0}  already stored; mode 'new' wrote nothing
--- Events: appends ARGV[5] to the workflow's event stream when the workflow is stored.
+--   {1}  stored (and the messages enqueued)
+--   {2}  already stored; mode 'start' enqueued the messages anyway
+--   {0}  already stored; nothing written or enqueued
+-- Events: the ARGV[4] events, when the workflow is stored.
 
 --@include includes/enqueue.lua
 
 local wf, ready, delayed, payloads, index, dirty, events =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local id, mode, msg_id, msg = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local id, mode = ARGV[1], ARGV[2]
+local messages, evs = cjson.decode(ARGV[3]), cjson.decode(ARGV[4])
 local now = now_ms()
 
 local exists = redis.call('EXISTS', wf) == 1
-if exists and mode == 'new' then
+if exists and mode ~= 'start' then
   return {0}
 end
 
 if not exists then
-  for i = 6, #ARGV, 2 do
+  for i = 5, #ARGV, 2 do
     redis.call('HSET', wf, ARGV[i], ARGV[i + 1], 'v:' .. ARGV[i], 1)
   end
   redis.call('HSET', wf, 'ver', 1)
   redis.call('ZADD', index, now, id)
   redis.call('ZADD', dirty, 'NX', now, id)
-  if ARGV[5] ~= '' then
-    redis.call('XADD', events, '*', 'e', ARGV[5])
+  for _, e in ipairs(evs) do
+    redis.call('XADD', events, '*', 'e', e)
   end
 end
 
-if msg_id ~= '' then
-  enqueue(ready, delayed, payloads, msg_id, msg, 0, now)
+for _, msg in ipairs(messages) do
+  enqueue(ready, delayed, payloads, msg[1], msg[2], 0, now)
 end
 if exists then
   return {2}

@@ -2,42 +2,71 @@
 
 from __future__ import annotations
 
+import builtins
 import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
 
-from stabilize_redis.backend.layout import lay_out
+from stabilize_redis.backend.launch import launch
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
-from stabilize_redis.queue.messages import CancelWorkflow, StartWorkflow, new_message_id
+from stabilize_redis.queue.messages import CancelWorkflow
 from stabilize_redis.queue.redis_queue import RedisQueue
 from stabilize_redis.validation import validate_workflow
 
+if TYPE_CHECKING:
+    from stabilize_redis.durability.snapshots import SnapshotStore
+
 
 class Client:
-    """Submit, read, wait for and cancel workflows of one namespace."""
+    """Submit, read, wait for and cancel workflows of one namespace.
 
-    def __init__(self, url: str | None = None, namespace: str | None = None) -> None:
+    With PostgreSQL configured (``snapshots=``, ``dsn=``, or STABILIZE_POSTGRES_DSN; ``dsn=""``
+    disables) ``get``/``status``/``events`` also find workflows evicted from Redis, and ``list``
+    is served from Postgres."""
+
+    def __init__(self, url: str | None = None, namespace: str | None = None, *,
+                 dsn: str | None = None, schema: str | None = None,
+                 snapshots: SnapshotStore | None = None) -> None:
         self.backend = backend_for(url, namespace)
         self.store = RedisWorkflowStore.__new__(RedisWorkflowStore)
         self.store.backend = self.backend
+        if snapshots is None:
+            from stabilize_redis.durability.pg import configured_snapshot_store
+
+            snapshots = configured_snapshot_store(dsn, schema, self.backend.target.namespace)
+        self.store.snapshots = snapshots
         self.queue = RedisQueue.__new__(RedisQueue)
         self.queue.backend = self.backend
 
     def submit(self, workflow: Workflow) -> str:
         """Validate, store and start a workflow in one atomic step; returns its id.
 
-        Submitting the same workflow id again starts nothing new (StartWorkflow only acts on a
-        NOT_STARTED workflow), so a retried submit is harmless."""
+        Submitting the same workflow id again writes and starts nothing, so a retried submit is
+        harmless."""
         validate_workflow(workflow)
-        start = StartWorkflow(execution_id=workflow.id, execution_type=workflow.type.name,
-                              message_id=new_message_id())
-        self.backend.submit(workflow.id, lay_out(workflow), start, "start", created_event(workflow))
+        launch(self.backend, workflow, created_event(workflow))
         return workflow.id
 
     def get(self, workflow_id: str) -> Workflow:
-        """The workflow as stored now; raises WorkflowNotFoundError."""
+        """The workflow as stored now (Redis, else its Postgres snapshot); raises
+        WorkflowNotFoundError."""
         return self.store.retrieve(workflow_id)
+
+    def list(self, application: str | None = None, status: WorkflowStatus | str | Iterable[WorkflowStatus | str] | None = None,
+             since: int | datetime | None = None, until: int | datetime | None = None,
+             pipeline_config_id: str | None = None, limit: int = 20, offset: int = 0) -> builtins.list[Workflow]:
+        """Workflows matching every given filter, newest first, paged by ``limit``/``offset``.
+        ``status``: one status or several; ``since`` (inclusive) / ``until`` (exclusive) bound the
+        start time (epoch ms or a datetime). Served from Postgres when configured (as of the last
+        checkpoint), else by scanning Redis."""
+        statuses = [status] if isinstance(status, WorkflowStatus | str) else status
+        return self.store.search(application=application, pipeline_config_id=pipeline_config_id,
+                                 statuses=statuses, start_after=_ms(since), start_before=_ms(until),
+                                 limit=limit, offset=offset)
 
     def status(self, workflow_id: str) -> str:
         return self.store.retrieve_execution_summary(workflow_id).status.name
@@ -69,11 +98,19 @@ class Client:
     def cancel(self, workflow_id: str, user: str = "", reason: str = "") -> None:
         self.queue.push(CancelWorkflow(execution_id=workflow_id, user=user, reason=reason))
 
-    def events(self, workflow_id: str) -> list[dict[str, object]]:
-        return self.backend.events(workflow_id)
+    def events(self, workflow_id: str) -> builtins.list[dict[str, object]]:
+        return self.store.events(workflow_id)
 
 
-def connect(url: str | None = None, namespace: str | None = None) -> Client:
+def _ms(value: int | datetime | None) -> int | None:
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return value
+
+
+def connect(url: str | None = None, namespace: str | None = None, *, dsn: str | None = None,
+            schema: str | None = None) -> Client:
     """A client for ``url`` (or ``STABILIZE_REDIS_URL``; None = embedded) and ``namespace``
-    (or ``STABILIZE_NAMESPACE``, default ``stz``)."""
-    return Client(url, namespace)
+    (or ``STABILIZE_NAMESPACE``, default ``stz``); Postgres from ``dsn``/``schema`` or
+    STABILIZE_POSTGRES_DSN / STABILIZE_POSTGRES_SCHEMA, if set."""
+    return Client(url, namespace, dsn=dsn, schema=schema)

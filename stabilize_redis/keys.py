@@ -74,6 +74,17 @@ class PartitionKeys:
         """Sorted set of the partition's workflow ids scored by submit time (ms)."""
         return f"{self.tag}:wfs"
 
+    @property
+    def checkpoint_lease(self) -> str:
+        """String: token of the checkpointer that currently drains this partition (SET NX PX)."""
+        return f"{self.tag}:ckpt:lease"
+
+    @property
+    def checkpoint_info(self) -> str:
+        """Hash: ``at`` (ms of the last checkpoint batch written), ``by`` (its owner token),
+        ``workflows`` (running total of snapshots written to Postgres)."""
+        return f"{self.tag}:ckpt:info"
+
     def workflow(self, workflow_id: str) -> str:
         """Hash holding one workflow: meta, per-stage blobs, versions, counters."""
         return f"{self.tag}:wf:{workflow_id}"
@@ -81,6 +92,11 @@ class PartitionKeys:
     def events(self, workflow_id: str) -> str:
         """Stream of one workflow's audit events."""
         return f"{self.tag}:ev:{workflow_id}"
+
+    def recovered(self, workflow_id: str) -> str:
+        """String (with a TTL): the workflow version recovery messages were last pushed for,
+        so two recoveries of one state cannot both push (``lua/recover_workflow.lua``)."""
+        return f"{self.tag}:rcv:{workflow_id}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,17 @@ class NamespaceKeys:
     def workers(self) -> str:
         """Hash: worker id -> last heartbeat (ms)."""
         return f"{self.namespace}:{{meta}}:workers"
+
+    @property
+    def checkpointers(self) -> str:
+        """Hash: checkpointer owner token -> last seen (ms, server clock); how many share the
+        partitions' leases (``lua/checkpoint_census.lua``)."""
+        return f"{self.namespace}:{{meta}}:checkpointers"
+
+    @property
+    def recovery_lease(self) -> str:
+        """String (SET NX PX): held by the worker running the periodic stalled-workflow sweep."""
+        return f"{self.namespace}:{{meta}}:recovery:lease"
 
     @property
     def cancel_channel(self) -> str:
@@ -120,6 +147,10 @@ META_FIELD = "meta"
 STATUS_FIELD = "st"  # the workflow status name, plain, for scripts and the checkpointer
 WORKFLOW_VERSION_FIELD = "ver"  # bumped by every commit that writes
 STAGE_IDS_FIELD = "stages"
+# Checkpointer bookkeeping in the workflow hash (not part of a snapshot): the workflow version
+# last written to Postgres and the id of the last event-stream entry archived there.
+CHECKPOINT_VERSION_FIELD = "ckpt"
+CHECKPOINT_EVENT_FIELD = "ckpt_ev"
 
 
 def stage_field(stage_id: str) -> str:

@@ -1,4 +1,7 @@
-"""Running N worker processes: start them, restart any that dies, stop them all on a signal."""
+"""Running N worker processes: start them, restart any that dies, stop them all on a signal.
+
+A worker that exits with EXIT_NAMESPACE_LOST (its namespace lost its Redis data) is not a crash:
+it is started again every few seconds, so the workers resume once the namespace is restored."""
 
 from __future__ import annotations
 
@@ -9,9 +12,12 @@ import threading
 import time
 from multiprocessing.process import BaseProcess
 
+from stabilize_redis.durability.marker import EXIT_NAMESPACE_LOST
 from workers.process import WorkerSettings, configure_logging, run_worker
 
 log = logging.getLogger("stabilize_redis.worker")
+
+LOST_NAMESPACE_RETRY_S = 5.0
 
 
 def _child(settings: WorkerSettings) -> None:
@@ -41,9 +47,19 @@ def supervise(settings: WorkerSettings, processes: int) -> int:
 
     children = [spawn() for _ in range(processes)]
     restarts: list[float] = []
+    not_before: dict[int, float] = {}  # slot -> monotonic time a lost-namespace respawn may happen
     while not stop.wait(0.5):
         for i, proc in enumerate(children):
             if proc.is_alive():
+                continue
+            if proc.exitcode == EXIT_NAMESPACE_LOST:
+                # Not a crash: the namespace lost its Redis data. Try again every few seconds
+                # until an operator has run `stabilize-redis restore` (see workers/guards.py).
+                due = not_before.setdefault(i, time.monotonic() + LOST_NAMESPACE_RETRY_S)
+                if time.monotonic() < due:
+                    continue
+                not_before.pop(i, None)
+                children[i] = spawn()
                 continue
             log.warning("worker pid %s exited with %s; starting a replacement", proc.pid, proc.exitcode)
             restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]

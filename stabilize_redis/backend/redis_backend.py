@@ -187,12 +187,24 @@ class RedisBackend:
 
     def submit(self, workflow_id: str, fields: dict[str, bytes], start: Message | None,
                mode: str, event: str = "") -> int:
-        """Store a workflow's hash (and enqueue ``start``); see ``lua/submit.lua`` for codes."""
+        """Store a workflow's hash (and enqueue ``start``); see ``lua/submit.lua`` for modes
+        and codes."""
+        return self.submit_many(workflow_id, fields, [start] if start else [], mode, [event] if event else [])
+
+    def submit_many(self, workflow_id: str, fields: dict[str, bytes], messages: Sequence[Message],
+                    mode: str, events: Sequence[str]) -> int:
+        """``submit`` with several start messages and events (``lua/submit.lua``)."""
+        import json
+
+        from stabilize_redis.queue.messages import new_message_id
+
         part = self.part(workflow_id)
         keys = [part.workflow(workflow_id), part.ready, part.delayed, part.delayed_payloads,
                 part.workflows, part.dirty, part.events(workflow_id)]
-        args: list[Any] = [workflow_id, mode, start.message_id if start else "",
-                           start.encode() if start else "", event]
+        for m in messages:
+            m.message_id = m.message_id or new_message_id()
+        args: list[Any] = [workflow_id, mode, json.dumps([[m.message_id, m.encode()] for m in messages]),
+                           json.dumps(list(events))]
         for name, value in fields.items():
             args += [name, value]
         return int(self.scripts.submit(keys=keys, args=args)[0])

@@ -15,7 +15,8 @@ from redis.commands.core import Script
 
 _INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
 
-SCRIPT_NAMES = ("commit", "submit", "promote_delayed", "reschedule", "dead_letter", "replay_dead")
+SCRIPT_NAMES = ("commit", "submit", "promote_delayed", "reschedule", "dead_letter", "replay_dead",
+                "checkpoint_read", "checkpoint_ack", "checkpoint_lease", "checkpoint_census", "evict")
 
 
 def _read(name: str) -> str:
@@ -42,3 +43,8 @@ class Scripts:
         self.reschedule: Script = client.register_script(script_source("reschedule"))
         self.dead_letter: Script = client.register_script(script_source("dead_letter"))
         self.replay_dead: Script = client.register_script(script_source("replay_dead"))
+        self.checkpoint_read: Script = client.register_script(script_source("checkpoint_read"))
+        self.checkpoint_ack: Script = client.register_script(script_source("checkpoint_ack"))
+        self.checkpoint_lease: Script = client.register_script(script_source("checkpoint_lease"))
+        self.checkpoint_census: Script = client.register_script(script_source("checkpoint_census"))
+        self.evict: Script = client.register_script(script_source("evict"))

@@ -50,7 +50,7 @@ class Consumer:
         self.block_ms = block_ms
         self.name = name or consumer_name()
         self._stop = threading.Event()
-        self._inflight: dict[str, Delivery] = {}
+        self._inflight: dict[tuple[int, str], Delivery] = {}
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stz-handler")
@@ -131,7 +131,7 @@ class Consumer:
 
     def _submit(self, delivery: Delivery) -> None:
         with self._lock:
-            self._inflight[delivery.entry_id] = delivery
+            self._inflight[(delivery.partition, delivery.entry_id)] = delivery
         self._pool.submit(self._run, delivery)
 
     def _run(self, delivery: Delivery) -> None:
@@ -142,7 +142,7 @@ class Consumer:
             log.exception("dispatch of entry %s failed; it will be redelivered", delivery.entry_id)
         finally:
             with self._slot_freed:
-                self._inflight.pop(delivery.entry_id, None)
+                self._inflight.pop((delivery.partition, delivery.entry_id), None)
                 self._slot_freed.notify()
 
     def _maintenance_loop(self) -> None:
@@ -170,7 +170,7 @@ class Consumer:
     def _reclaim(self) -> None:
         for delivery in self.backend.reclaim(self.name, int(self.visibility_timeout * 1000)):
             with self._lock:
-                if delivery.entry_id in self._inflight:
+                if (delivery.partition, delivery.entry_id) in self._inflight:
                     continue
             log.warning("reclaimed entry %s (partition %d, delivered %d times) from a dead worker",
                         delivery.entry_id, delivery.partition, delivery.delivered)

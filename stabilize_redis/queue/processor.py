@@ -23,7 +23,8 @@ class QueueProcessor:
     """Dispatches a namespace's messages to the built-in handlers.
 
     ``concurrency`` is the number of handler threads in background mode; ``visibility_timeout``
-    how long an entry may sit unacknowledged without a heartbeat before another worker takes it.
+    how long an entry may sit unacknowledged without a heartbeat before another worker takes it;
+    ``recover_on_start`` continues stalled RUNNING workflows when ``start()`` is called.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class QueueProcessor:
         engine_config: EngineConfig | None = None,
         concurrency: int = 4,
         visibility_timeout: float = 30.0,
+        recover_on_start: bool = False,
     ) -> None:
         self.queue = queue
         self.backend = queue.backend
@@ -51,6 +53,7 @@ class QueueProcessor:
         self._cancel_listener = CancelListener(self.backend, self.context.tokens)
         self._name = consumer_name()
         self._in_process_all = False
+        self.recover_on_start = recover_on_start
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -104,8 +107,14 @@ class QueueProcessor:
     # -- background mode ---------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start consuming in the background. With ``recover_on_start``, first continue every
+        RUNNING workflow that has no message anywhere (``durability.recovery.find_stalled``)."""
         if self._consumer is not None and self._consumer.running:
             return
+        if self.recover_on_start:
+            from stabilize_redis.durability.recovery import find_stalled
+
+            find_stalled(self.backend, older_than_s=0.0)
         self._consumer = Consumer(self.backend, self.dispatcher, concurrency=self.concurrency,
                                   visibility_timeout=self.visibility_timeout)
         self._cancel_listener.start()

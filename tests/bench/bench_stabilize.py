@@ -165,10 +165,11 @@ def run_one(
             app = f"bench-{workload}"
             n = workflow_count(workload, scale)
             wfs = [build(stabilize, workload, app, i) for i in range(n)]
-            t0 = time.monotonic()
+            t0, t0_epoch = time.monotonic(), time.time()
             for wf in wfs:
                 store.store(wf)  # as stabilize's README: store, then start
                 orchestrator.start(wf)
+            submit_s = time.monotonic() - t0
             done = _wait_idle(probe, app, t0 + timeout, drain)
             wall = time.monotonic() - t0
         finally:
@@ -180,12 +181,13 @@ def run_one(
         extra = {
             **info,
             "timed_out": not done,
+            "submit_s": submit_s,
             "processor": f"{how}, max_workers={cfg.max_workers}, poll_frequency_ms={cfg.poll_frequency_ms}, "
             f"enable_deduplication={cfg.enable_deduplication}",
             "stabilize_version": getattr(stabilize, "__version__", "?"),
         }
         threads = f"1p x {cfg.max_workers}t" if drain is None else "1p x 1t"
-        return summarize(workload, f"stz-{config}/{mode}", threads, wall, final, n, extra)
+        return summarize(workload, f"stz-{config}/{mode}", threads, wall, final, n, extra, t0_epoch)
 
 
 def main(argv: list[str] | None = None) -> int:

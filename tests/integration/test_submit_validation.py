@@ -109,5 +109,5 @@ def test_valid_workflow_is_accepted_after_a_rejected_one(target: Target) -> None
     assert client.submit(good) == good.id
 
     assert client.backend.workflow_ids() == [good.id]
-    assert client.status(good.id) == "NOT_STARTED"
+    assert client.status(good.id) == "RUNNING"  # submit starts it: StartStage of "a" is queued
     assert client.queue.size() == 1

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from workers.app import AppLoadError
-from workers.commands import add_target_arguments
+from workers.commands import add_checkpoint_arguments, add_postgres_arguments, add_target_arguments
 from workers.process import WorkerSettings
 from workers.supervisor import supervise
 
@@ -23,12 +23,19 @@ def add_arguments(w: argparse.ArgumentParser) -> None:
                    help="seconds an unacknowledged message stays owned without a heartbeat (default 30)")
     w.add_argument("--grace-period", type=float, default=30.0, help="seconds to finish in-flight work on SIGTERM")
     w.add_argument("--log-level", default="INFO")
+    add_postgres_arguments(w)
+    w.add_argument("--no-checkpointer", dest="checkpoint", action="store_false",
+                   help="do not run a checkpointer in the worker processes even with a DSN")
+    add_checkpoint_arguments(w)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = WorkerSettings(app=args.app, url=args.url, namespace=args.namespace,
                               concurrency=args.concurrency, visibility_timeout=args.visibility_timeout,
-                              grace_period=args.grace_period, log_level=args.log_level)
+                              grace_period=args.grace_period, log_level=args.log_level,
+                              dsn=args.dsn, schema=args.schema, checkpoint=args.checkpoint,
+                              checkpoint_interval=args.interval, fsync_lag=args.fsync_lag,
+                              retention=args.retention)
     try:
         return supervise(settings, args.processes)
     except AppLoadError as e:

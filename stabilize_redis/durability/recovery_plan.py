@@ -1,0 +1,194 @@
+"""Which messages a workflow's committed state needs to make progress again. Pure: no I/O.
+
+After Redis loses messages (a restore from Postgres, an AOF ``everysec`` window) a workflow's
+state is intact but the messages that would move it on are gone. ``recovery_messages`` derives
+them from the state alone, following stabilize's WorkflowRecovery rules adapted to this
+engine's message flow:
+
+* a complete workflow needs nothing;
+* a canceled, unfinished workflow gets CancelWorkflow (the handler cancels what is left and
+  completes it);
+* a NOT_STARTED workflow gets StartWorkflow;
+* for a RUNNING (or PAUSED) workflow, stage by stage:
+
+  - RUNNING stage with a RUNNING task: RunTask for that task (the handler runs user code only
+    while the task is RUNNING, so a task already finished is never run again);
+  - RUNNING stage whose tasks are settled up to a NOT_STARTED one: CompleteTask(SKIPPED) when
+    the task before it was skipped (that message was in flight), else StartTask for it;
+  - RUNNING stage with no task left to run (or a halted task): CompleteStage (the handler
+    settles the stage from its tasks and releases its downstreams);
+  - NOT_STARTED stage whose upstreams are complete as its join requires (or a top-level stage
+    with no upstream): StartStage, or SkipStage when a finished upstream's OR-split did not
+    activate it. The StartStage handler re-checks readiness and ``stageEnabled``;
+  - PAUSED, SUSPENDED, BUFFERED and REDIRECT stages or tasks: nothing (they wait for an
+    operator, a signal, or a message that is not lost by definition);
+  - and CompleteWorkflow when every top-level stage is complete or one of them halted.
+
+Every message the plan produces is one the engine's normal flow would have had pending for the
+same state, and every handler re-checks the state it acts on, so a message the workflow
+already had is a harmless no-op: nothing already completed is redone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stabilize_redis.backend.codec import StageRecord, decode_stage, meta_from_dict, unpack
+from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
+from stabilize_redis.handlers.flow import activated_downstreams
+from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field, version_field
+from stabilize_redis.models.stage import StageExecution
+from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
+from stabilize_redis.models.workflow import Workflow
+from stabilize_redis.queue.messages import (
+    CancelWorkflow,
+    CompleteStage,
+    CompleteTask,
+    CompleteWorkflow,
+    Message,
+    RunTask,
+    SkipStage,
+    StartStage,
+    StartTask,
+    StartWorkflow,
+)
+
+_S = WorkflowStatus
+_WAITING = frozenset({_S.PAUSED, _S.SUSPENDED, _S.BUFFERED, _S.REDIRECT})
+"""Task statuses that wait for something other than a lost message."""
+
+
+def decode_workflow(raw: Mapping[bytes, bytes]) -> tuple[Workflow, dict[str, StageRecord]] | None:
+    """A workflow hash's fields (as HGETALL returns them, or a snapshot's) as the Workflow (stages
+    in insertion order, strongly linked) and its stage records by stage id; None without meta."""
+    meta_blob = raw.get(META_FIELD.encode())
+    if meta_blob is None:
+        return None
+    wf = meta_from_dict(unpack(meta_blob))
+    ids_blob = raw.get(STAGE_IDS_FIELD.encode())
+    ids: list[str] = list(unpack(ids_blob)) if ids_blob is not None else []
+    records: dict[str, StageRecord] = {}
+    for sid in ids:
+        blob = raw.get(stage_field(sid).encode())
+        if blob is None:
+            continue
+        version = int(raw.get(version_field(stage_field(sid)).encode(), b"0"))
+        records[sid] = decode_stage(blob, version)
+    wf.stages = [rec.stage for rec in records.values()]
+    for stage in wf.stages:
+        stage.set_execution_strong(wf)
+    return wf, records
+
+
+def plan_from_hash(raw: Mapping[bytes, bytes]) -> list[Message]:
+    """``recovery_messages`` of a workflow given as its hash fields (empty without meta)."""
+    decoded = decode_workflow(raw)
+    if decoded is None:
+        return []
+    wf, records = decoded
+    return recovery_messages(wf, records)
+
+
+def recovery_messages(workflow: Workflow,
+                      records: Mapping[str, StageRecord] | None = None) -> list[Message]:
+    """The messages ``workflow``'s committed state needs (see the module docstring).
+
+    ``records`` (stage id -> StageRecord, as stored) supply each stage's upstream ids and the
+    downstream lists OR-splits are evaluated over; without them upstreams are found by
+    requisite ref ids and OR-splits are not evaluated. Messages carry no id: the caller assigns
+    them when enqueuing. The result is deterministic (workflow stage order)."""
+    kw: dict[str, Any] = {"execution_id": workflow.id, "execution_type": workflow.type.name}
+    status = workflow.status
+    if status.is_complete:
+        return []
+    if workflow.is_canceled:
+        return [CancelWorkflow(user=workflow.canceled_by or "recovery",
+                               reason=workflow.cancellation_reason or "", **kw)]
+    if status == _S.NOT_STARTED:
+        return [StartWorkflow(**kw)]
+    if status not in (_S.RUNNING, _S.PAUSED):
+        return []
+    by_id = {s.id: s for s in workflow.stages}
+    out: list[Message] = []
+    for stage in workflow.stages:
+        if stage.status == _S.RUNNING:
+            out.extend(_running_stage(stage, kw))
+        elif stage.status == _S.NOT_STARTED:
+            out.extend(_not_started_stage(stage, by_id, records, kw))
+    top = [s for s in workflow.stages if s.parent_stage_id is None]
+    if top and (any(s.status.is_halt for s in top) or all(s.status.is_complete for s in top)):
+        out.append(CompleteWorkflow(**kw))
+    return out
+
+
+def _running_stage(stage: StageExecution, kw: dict[str, Any]) -> list[Message]:
+    skw = {**kw, "stage_id": stage.id}
+    tasks = stage.tasks
+    running = [t for t in tasks if t.status == _S.RUNNING]
+    if running:
+        return [RunTask(task_id=t.id, task_type=t.implementing_class, **skw) for t in running]
+    if any(t.status in _WAITING for t in tasks):
+        return []
+    if any(t.status.is_halt for t in tasks):
+        return [CompleteStage(**skw)]
+    index = next((i for i, t in enumerate(tasks) if t.status == _S.NOT_STARTED), None)
+    if index is None:
+        return [CompleteStage(**skw)]
+    if index == 0:
+        return [StartTask(task_id=tasks[0].id, **skw)]
+    previous = tasks[index - 1]
+    if previous.stage_end:
+        return [CompleteStage(**skw)]
+    if previous.status == _S.SKIPPED:
+        return [CompleteTask(task_id=previous.id, status=_S.SKIPPED, **skw)]  # type: ignore[arg-type]
+    return [StartTask(task_id=tasks[index].id, **skw)]
+
+
+def _upstreams(stage: StageExecution, by_id: Mapping[str, StageExecution],
+               records: Mapping[str, StageRecord] | None) -> list[StageExecution]:
+    rec = records.get(stage.id) if records is not None else None
+    if rec is not None:
+        return [by_id[u] for u in rec.up if u in by_id]
+    refs = stage.requisite_stage_ref_ids
+    return [s for s in by_id.values()
+            if s.ref_id in refs and s.parent_stage_id == stage.parent_stage_id and s.id != stage.id]
+
+
+def _activates(upstream: StageExecution, stage_id: str, by_id: Mapping[str, StageExecution],
+               records: Mapping[str, StageRecord] | None) -> bool:
+    """Whether a finished upstream's split routed to ``stage_id`` (always, unless an OR-split
+    with conditions left it out)."""
+    rec = records.get(upstream.id) if records is not None else None
+    if rec is None or not upstream.split_conditions:
+        return True
+    refs = {d: by_id[d].ref_id for d in rec.down if d in by_id}
+    return stage_id in activated_downstreams(rec, refs)
+
+
+def _not_started_stage(stage: StageExecution, by_id: Mapping[str, StageExecution],
+                       records: Mapping[str, StageRecord] | None, kw: dict[str, Any]) -> list[Message]:
+    skw = {**kw, "stage_id": stage.id}
+    ups = _upstreams(stage, by_id, records)
+    if not ups:
+        return [StartStage(**skw)] if stage.parent_stage_id is None else []
+    phase = evaluate_readiness(stage.join_type, [u.status for u in ups], stage.join_threshold)
+    if phase != PredicatePhase.READY:
+        return []
+    finished: Sequence[StageExecution] = [u for u in ups if u.status in CONTINUABLE_STATUSES]
+    if any(not _activates(u, stage.id, by_id, records) for u in finished):
+        return [SkipStage(**skw)]
+    return [StartStage(**skw)]
+
+
+def describe(messages: Sequence[Message]) -> list[str]:
+    """Short human-readable forms of planned messages, for logs and reports."""
+    out: list[str] = []
+    for m in messages:
+        target = getattr(m, "task_id", "") or getattr(m, "stage_id", "")
+        out.append(f"{type(m).__name__}({target})" if target else type(m).__name__)
+    return out
+
+
+__all__ = ["decode_workflow", "describe", "plan_from_hash", "recovery_messages"]
+

@@ -1,0 +1,229 @@
+"""Benchmark driver: stabilize-redis vs stabilize 0.33.1 on trivial-task workloads.
+
+Run from the repository root under our venv::
+
+    python -m tests.bench.bench                       # everything, full size
+    python -m tests.bench.bench --only stabilize      # stabilize side only
+    python -m tests.bench.bench --scale 0.1 --workloads W1,L1 --workers 2
+
+Workloads (each stage has one trivial task): W1 50 workflows x 10-stage chain; W2 10 x
+(1 -> 50 parallel -> 1); W3 1000 single-stage workflows; L1 one 100-stage chain.
+Our engine runs against a private redis-server with 1 and 2 worker processes; stabilize
+runs in a subprocess under its own venv (``bench_stabilize.py``: SQLite WAL and
+PostgreSQL, each with dedup on and off, in ``start()`` and ``process_all()`` modes).
+Wall time is first submit to all workflows terminal; failures are workflows not SUCCEEDED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``tests.bench`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench.workloads import SHAPES  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+STZ_VENV = Path("/tmp/stz-venv")
+STZ_REQUIREMENT = "stabilize[postgres]==0.33.1"
+
+
+def stabilize_python(given: str | None) -> str:
+    """The python of stabilize's venv; creates /tmp/stz-venv with pip when missing."""
+    if given:
+        return given
+    python = STZ_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import stabilize, psycopg"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return str(python)
+    print(f"creating {STZ_VENV} with {STZ_REQUIREMENT} ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(STZ_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", STZ_REQUIREMENT], check=True)
+    return str(python)
+
+
+def run_stabilize_side(args: argparse.Namespace) -> list[dict[str, Any]]:
+    cmd = [stabilize_python(args.stabilize_python), str(HERE / "bench_stabilize.py")]
+    cmd += ["--workloads", args.workloads, "--scale", str(args.scale), "--timeout", str(args.timeout)]
+    cmd += ["--configs", args.stz_configs, "--modes", args.stz_modes, "--pg-url", args.pg_url]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()
+    return (
+        json.loads(out[-1])
+        if out
+        else [{"engine": "stabilize", "error": "bench_stabilize.py printed nothing"}]
+    )
+
+
+def run_our_side(args: argparse.Namespace, workloads: list[str]) -> list[dict[str, Any]]:
+    try:
+        import stabilize_redis  # noqa: F401
+        from tests.bench.bench_redis import run_redis_side
+    except ImportError as e:
+        if args.only == "redis":
+            raise
+        print(f"skipping stabilize-redis: {e!r}", file=sys.stderr)
+        return []
+    workers = [int(w) for w in args.workers.split(",") if w]
+    return run_redis_side(
+        workloads, workers, args.scale, args.concurrency, args.timeout, args.monitor, args.redis_server
+    )
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    """Ratios of stages/s to the fastest stabilize row per workload and backend."""
+    fastest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        for backend in ("sqlite", "pg"):
+            if row.get("engine", "").startswith(f"stz-{backend}") and "stages_per_s" in row:
+                key = (row["workload"], backend)
+                if key not in fastest or row["stages_per_s"] > fastest[key]["stages_per_s"]:
+                    fastest[key] = row
+    for row in rows:
+        for backend in ("sqlite", "pg"):
+            best = fastest.get((row.get("workload", ""), backend))
+            if best and "stages_per_s" in row and best["stages_per_s"] > 0:
+                row[f"x_{backend}"] = row["stages_per_s"] / best["stages_per_s"]
+
+
+COLUMNS: list[tuple[str, str, str]] = [  # header, key, format
+    ("workload", "workload", "s"),
+    ("engine/config", "engine", "s"),
+    ("workers", "workers", "s"),
+    ("wall s", "wall_s", ".2f"),
+    ("submit s", "submit_s", ".2f"),
+    ("stages/s", "stages_per_s", ".1f"),
+    ("failures", "failures", "d"),
+    ("x stz-sqlite-fastest", "x_sqlite", ".2f"),
+    ("x stz-pg-fastest", "x_pg", ".2f"),
+    ("redis calls/stage", "redis_calls_per_stage", ".1f"),
+    ("evalsha/stage", "evalsha_per_stage", ".2f"),
+    ("worker cmds/stage", "worker_cmds_per_stage", ".1f"),
+    ("harness cmds/stage", "harness_cmds_per_stage", ".1f"),
+    ("hop ms p50", "hop_ms_median", ".1f"),
+]
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    """The aligned plain-text table; rows that failed to run are listed under it."""
+    table = [[h for h, _, _ in COLUMNS]]
+    table += [
+        ["-" if r.get(k) is None else format(r[k], f) for _, k, f in COLUMNS]
+        for r in rows
+        if "error" not in r
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
+    lines = [
+        "  ".join(
+            v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in table
+    ]
+    lines.insert(1, "-" * len(lines[0]))
+    lines += [
+        f"ERROR {r.get('workload', '?')} {r.get('engine', '?')} {r.get('workers', '')}: {r['error']}"
+        for r in rows
+        if "error" in r
+    ]
+    return "\n".join(lines)
+
+
+def _fastest(
+    rows: list[dict[str, Any]], workload: str, backend: str, mode: str = ""
+) -> dict[str, Any] | None:
+    found = [
+        r
+        for r in rows
+        if r.get("workload") == workload
+        and r.get("engine", "").startswith(f"stz-{backend}")
+        and r.get("engine", "").endswith(mode)
+        and "stages_per_s" in r
+    ]
+    return max(found, key=lambda r: r["stages_per_s"], default=None)
+
+
+def notes(rows: list[dict[str, Any]], workloads: list[str]) -> list[str]:
+    out = []
+    for w in workloads:
+        for b in ("sqlite", "pg"):
+            best, best_start = _fastest(rows, w, b), _fastest(rows, w, b, "/start")
+            if best and best_start:
+                out.append(
+                    f"{w} fastest stabilize {b}: {best['engine']} {best['stages_per_s']:.1f} stages/s; "
+                    f"fastest in start() mode: {best_start['engine']} {best_start['stages_per_s']:.1f}"
+                )
+    for row in rows:
+        if row.get("workload") == "L1" and row.get("hop_ms_median") is not None:
+            out.append(
+                f"L1 {row['engine']} w={row['workers']}: hop p50 {row['hop_ms_median']:.1f} ms, "
+                f"mean {row['hop_ms_mean']:.2f} ms (stage end_time diffs); wall/stage {row['hop_ms_wall']:.2f} ms"
+            )
+    out.append("redis calls/stage = INFO commandstats calls (incl. commands run inside Lua scripts) / stages")
+    out.append("worker / harness cmds/stage = commands sent by the worker processes / by this benchmark's")
+    out.append("  submit+wait client, counted by MONITOR in an untimed --monitor pass with 1 worker process")
+    out.append(
+        "  (commands run inside Lua not counted; pipelined ones count one each: upper bound on round trips)"
+    )
+    for row in rows:
+        if row.get("engine") != "redis" or row.get("workers") != "2" or row.get("workload") == "L1":
+            continue
+        w, ours = row["workload"], row["stages_per_s"]
+        best = [r for r in (_fastest(rows, w, "sqlite"), _fastest(rows, w, "pg")) if r]
+        best_start = [
+            r for r in (_fastest(rows, w, "sqlite", "/start"), _fastest(rows, w, "pg", "/start")) if r
+        ]
+        if best and best_start:
+            top, top_start = max(r["stages_per_s"] for r in best), max(r["stages_per_s"] for r in best_start)
+            out.append(
+                f"target {w} (>=5x fastest stabilize, 2 workers): {ours / top:.2f}x; "
+                f"vs fastest start()-mode stabilize: {ours / top_start:.2f}x"
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workloads", default="W1,W2,W3,L1")
+    ap.add_argument("--only", choices=("all", "stabilize", "redis"), default="all")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiplier for workflow counts (L1 stays 1)")
+    ap.add_argument("--workers", default="1,2", help="worker process counts for stabilize-redis")
+    ap.add_argument("--concurrency", type=int, default=4, help="stabilize-redis worker --concurrency")
+    ap.add_argument("--stabilize-python", default=None, help="python of a venv with stabilize 0.33.1")
+    ap.add_argument("--stz-configs", default="sqlite,sqlite-nodedup,pg,pg-nodedup")
+    ap.add_argument(
+        "--stz-modes", default="start,drain", help="start = processor.start(); drain = process_all()"
+    )
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--redis-server", default="/usr/bin/redis-server")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per workload, seconds")
+    ap.add_argument(
+        "--monitor", action="store_true", help="extra untimed MONITOR pass: client commands per stage"
+    )
+    ap.add_argument("--json", default=None, help="also write all rows to this file")
+    args = ap.parse_args(argv)
+    workloads = [w for w in args.workloads.split(",") if w]
+    for w in workloads:
+        if w not in SHAPES:
+            ap.error(f"unknown workload {w!r}")
+
+    rows: list[dict[str, Any]] = []
+    if args.only in ("all", "redis"):
+        rows += run_our_side(args, workloads)
+    if args.only in ("all", "stabilize"):
+        rows += run_stabilize_side(args)
+    rows.sort(key=lambda r: workloads.index(r["workload"]) if r.get("workload") in workloads else 99)
+    add_ratios(rows)
+    print(render(rows))
+    print()
+    print("\n".join(notes(rows, workloads)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0 if all("error" not in r and not r.get("failures") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

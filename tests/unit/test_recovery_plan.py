@@ -1,0 +1,237 @@
+"""The recovery plan: which messages a workflow's committed state needs (pure, no Redis)."""
+
+from __future__ import annotations
+
+from stabilize_redis.backend.codec import StageRecord
+from stabilize_redis.backend.layout import lay_out
+from stabilize_redis.durability.recovery_plan import (
+    decode_workflow,
+    describe,
+    plan_from_hash,
+    recovery_messages,
+)
+from stabilize_redis.models.stage import JoinType, SplitType, StageExecution
+from stabilize_redis.models.status import WorkflowStatus as S
+from stabilize_redis.models.task import TaskExecution
+from stabilize_redis.models.workflow import Workflow
+from stabilize_redis.queue.messages import (
+    CancelWorkflow,
+    CompleteStage,
+    CompleteTask,
+    CompleteWorkflow,
+    Message,
+    RunTask,
+    SkipStage,
+    StartStage,
+    StartTask,
+    StartWorkflow,
+)
+
+
+def _stage(ref: str, requires: set[str] | None = None, tasks: int = 1, **kw: object) -> StageExecution:
+    ts = [TaskExecution.create(name=f"{ref}-t{i}", implementing_class="work") for i in range(tasks)]
+    ts[0].stage_start = True
+    ts[-1].stage_end = True
+    return StageExecution(ref_id=ref, type="work", name=ref, requisite_stage_ref_ids=requires or set(),
+                          tasks=ts, **kw)  # type: ignore[arg-type]
+
+
+def _stored(stages: list[StageExecution]) -> tuple[Workflow, dict[str, StageRecord], dict[str, StageExecution]]:
+    """The workflow as a restore would decode it from its hash, plus its stages by ref id."""
+    wf = Workflow.create(application="t", name="plan", stages=stages)
+    decoded = decode_workflow({k.encode(): v for k, v in lay_out(wf).items()})
+    assert decoded is not None
+    stored, records = decoded
+    return stored, records, {s.ref_id: s for s in stored.stages}
+
+
+def _done(stage: StageExecution, status: S = S.SUCCEEDED) -> None:
+    stage.status = status
+    for t in stage.tasks:
+        t.status = status
+
+
+def _shape(messages: list[Message]) -> list[str]:
+    return describe(messages)
+
+
+def _wire(messages: list[Message]) -> list[dict[str, object]]:
+    """Messages as data, without their creation time."""
+    return [{k: v for k, v in m.to_dict().items() if k != "created_at"} for m in messages]
+
+
+def test_not_started_workflow_gets_start_workflow() -> None:
+    wf, records, _ = _stored([_stage("a")])
+    assert _wire(recovery_messages(wf, records)) == _wire([StartWorkflow(execution_id=wf.id, execution_type="PIPELINE")])
+
+
+def test_canceled_unfinished_workflow_gets_cancel_workflow_keeping_who_and_why() -> None:
+    wf, records, st = _stored([_stage("a")])
+    wf.status = S.RUNNING
+    wf.is_canceled, wf.canceled_by, wf.cancellation_reason = True, "ops", "bad deploy"
+    st["a"].status = S.RUNNING
+    st["a"].tasks[0].status = S.RUNNING
+    msgs = recovery_messages(wf, records)
+    assert len(msgs) == 1 and isinstance(msgs[0], CancelWorkflow)
+    assert (msgs[0].user, msgs[0].reason) == ("ops", "bad deploy")
+
+
+def test_complete_workflow_needs_nothing() -> None:
+    wf, records, st = _stored([_stage("a")])
+    wf.status = S.SUCCEEDED
+    _done(st["a"])
+    assert recovery_messages(wf, records) == []
+
+
+def test_running_task_gets_run_task_of_its_implementation() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b", {"a"})])
+    wf.status = S.RUNNING
+    st["a"].status = S.RUNNING
+    st["a"].tasks[0].status = S.RUNNING
+    msgs = recovery_messages(wf, records)
+    assert _shape(msgs) == [f"RunTask({st['a'].tasks[0].id})"]
+    run = msgs[0]
+    assert isinstance(run, RunTask) and run.stage_id == st["a"].id and run.task_type == "work"
+
+
+def test_completed_stages_are_not_redone_and_the_next_ready_stage_starts() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b", {"a"}), _stage("c", {"b"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    msgs = recovery_messages(wf, records)
+    assert _shape(msgs) == [f"StartStage({st['b'].id})"]
+
+
+def test_initial_stages_of_a_running_workflow_get_start_stage() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b"), _stage("c", {"a", "b"})])
+    wf.status = S.RUNNING
+    assert _shape(recovery_messages(wf, records)) == [f"StartStage({st['a'].id})", f"StartStage({st['b'].id})"]
+
+
+def test_join_waits_for_every_upstream() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b"), _stage("c", {"a", "b"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    st["b"].status = S.RUNNING
+    st["b"].tasks[0].status = S.RUNNING
+    assert _shape(recovery_messages(wf, records)) == [f"RunTask({st['b'].tasks[0].id})"]
+    _done(st["b"], S.FAILED_CONTINUE)
+    assert _shape(recovery_messages(wf, records)) == [f"StartStage({st['c'].id})"]
+
+
+def test_discriminator_join_starts_after_first_upstream() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b"), _stage("c", {"a", "b"}, join_type=JoinType.DISCRIMINATOR)])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    st["b"].status = S.RUNNING
+    st["b"].tasks[0].status = S.RUNNING
+    assert set(_shape(recovery_messages(wf, records))) == {f"RunTask({st['b'].tasks[0].id})",
+                                                           f"StartStage({st['c'].id})"}
+
+
+def test_or_split_that_did_not_activate_a_branch_skips_it() -> None:
+    a = _stage("a", split_type=SplitType.OR, split_conditions={"b": "go == 'b'", "c": "go == 'c'"})
+    wf, records, st = _stored([a, _stage("b", {"a"}), _stage("c", {"a"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    st["a"].outputs["go"] = "b"
+    assert _shape(recovery_messages(wf, records)) == [f"StartStage({st['b'].id})", f"SkipStage({st['c'].id})"]
+    assert isinstance(recovery_messages(wf, records)[1], SkipStage)
+
+
+def test_all_top_level_stages_complete_gets_complete_workflow() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b", {"a"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    _done(st["b"], S.SKIPPED)
+    assert _wire(recovery_messages(wf, records)) == _wire([CompleteWorkflow(execution_id=wf.id, execution_type="PIPELINE")])
+
+
+def test_halted_stage_gets_complete_workflow_and_blocks_its_downstream() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b", {"a"}), _stage("x")])
+    wf.status = S.RUNNING
+    _done(st["a"], S.TERMINAL)
+    st["x"].status = S.RUNNING
+    st["x"].tasks[0].status = S.RUNNING
+    msgs = recovery_messages(wf, records)
+    assert _shape(msgs) == [f"RunTask({st['x'].tasks[0].id})", "CompleteWorkflow"]
+
+
+def test_running_stage_whose_tasks_all_finished_gets_complete_stage() -> None:
+    wf, records, st = _stored([_stage("a", tasks=2)])
+    wf.status = S.RUNNING
+    st["a"].status = S.RUNNING
+    for t in st["a"].tasks:
+        t.status = S.SUCCEEDED
+    msgs = recovery_messages(wf, records)
+    assert _wire(msgs) == _wire([CompleteStage(execution_id=wf.id, execution_type="PIPELINE", stage_id=st["a"].id)])
+
+
+def test_running_stage_with_a_failed_task_gets_complete_stage() -> None:
+    wf, records, st = _stored([_stage("a", tasks=3)])
+    wf.status = S.RUNNING
+    st["a"].status = S.RUNNING
+    st["a"].tasks[0].status = S.TERMINAL
+    assert _shape(recovery_messages(wf, records)) == [f"CompleteStage({st['a'].id})"]
+
+
+def test_skipped_task_followed_by_a_not_started_one_gets_complete_task_skipped() -> None:
+    wf, records, st = _stored([_stage("a", tasks=3)])
+    wf.status = S.RUNNING
+    st["a"].status = S.RUNNING
+    st["a"].tasks[0].status = S.SUCCEEDED
+    st["a"].tasks[1].status = S.SKIPPED
+    msgs = recovery_messages(wf, records)
+    assert len(msgs) == 1 and isinstance(msgs[0], CompleteTask)
+    assert (msgs[0].task_id, msgs[0].status) == (st["a"].tasks[1].id, S.SKIPPED)
+
+
+def test_started_stage_whose_next_task_never_began_gets_start_task() -> None:
+    wf, records, st = _stored([_stage("a", tasks=2)])
+    wf.status = S.RUNNING
+    st["a"].status = S.RUNNING
+    assert _wire(recovery_messages(wf, records)) == _wire([
+        StartTask(execution_id=wf.id, execution_type="PIPELINE", stage_id=st["a"].id, task_id=st["a"].tasks[0].id)])
+    st["a"].tasks[0].status = S.SUCCEEDED
+    assert _shape(recovery_messages(wf, records)) == [f"StartTask({st['a'].tasks[1].id})"]
+
+
+def test_paused_and_suspended_stages_get_nothing() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b")])
+    wf.status = S.RUNNING
+    st["a"].status = S.PAUSED
+    st["a"].tasks[0].status = S.PAUSED
+    st["b"].status = S.SUSPENDED
+    st["b"].tasks[0].status = S.SUSPENDED
+    assert recovery_messages(wf, records) == []
+
+
+def test_paused_workflow_still_gets_its_running_task_so_the_handler_can_pause_it() -> None:
+    wf, records, st = _stored([_stage("a")])
+    wf.status = S.PAUSED
+    st["a"].status = S.RUNNING
+    st["a"].tasks[0].status = S.RUNNING
+    assert _shape(recovery_messages(wf, records)) == [f"RunTask({st['a'].tasks[0].id})"]
+
+
+def test_plan_without_records_finds_upstreams_by_requisite_refs() -> None:
+    wf, _, st = _stored([_stage("a"), _stage("b", {"a"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    assert _shape(recovery_messages(wf)) == [f"StartStage({st['b'].id})"]
+
+
+def test_plan_from_hash_decodes_the_stored_fields() -> None:
+    wf = Workflow.create(application="t", name="plan", stages=[_stage("a")])
+    raw = {k.encode(): v for k, v in lay_out(wf).items()}
+    assert _wire(plan_from_hash(raw)) == _wire([StartWorkflow(execution_id=wf.id, execution_type="PIPELINE")])
+    assert plan_from_hash({}) == []
+
+
+def test_plan_is_deterministic_and_carries_no_message_ids() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b"), _stage("c", {"a", "b"})])
+    wf.status = S.RUNNING
+    first = recovery_messages(wf, records)
+    assert _wire(first) == _wire(recovery_messages(wf, records))
+    assert all(m.message_id is None for m in first)
+    assert all(isinstance(m, StartStage) for m in first)
