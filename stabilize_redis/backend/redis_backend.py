@@ -117,10 +117,12 @@ class RedisBackend:
         *,
         counters: Sequence[str] = (),
         with_upstreams: bool = False,
+        with_downstreams: bool = False,
         processed_id: str | None = None,
     ) -> Snapshot:
         """One HMGET of the meta, the given stages and counters (and, with ``with_upstreams``,
-        a second HMGET for the stages' direct upstreams). With ``processed_id`` the same round
+        a second HMGET for the stages' direct upstreams; ``with_downstreams`` likewise for their
+        direct downstreams). With ``processed_id`` the same round
         trip also tells whether that message id is already in the dedup record
         (``Snapshot.processed``)."""
         part = self.part(workflow_id)
@@ -147,10 +149,12 @@ class RedisBackend:
         base = 2 + 2 * len(stage_ids)
         counts = {c: _int(values[base + i]) for i, c in enumerate(counters)}
         snap = Snapshot(workflow_id, meta, _int(values[1]), stages, counts, processed)
-        if with_upstreams:
-            ups = [u for sid in stage_ids if sid in stages for u in stages[sid].up if u not in stages]
-            if ups:
-                snap.stages.update(self.read_stages(workflow_id, ups))
+        if with_upstreams or with_downstreams:
+            more = [n for sid in stage_ids if sid in stages
+                    for n in (stages[sid].up if with_upstreams else []) + (stages[sid].down if with_downstreams else [])
+                    if n not in stages]
+            if more:
+                snap.stages.update(self.read_stages(workflow_id, list(dict.fromkeys(more))))
         return snap
 
     def read_stages(self, workflow_id: str, stage_ids: Sequence[str]) -> dict[str, StageRecord]:

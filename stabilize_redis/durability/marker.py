@@ -99,7 +99,11 @@ def assess(namespace: str, meta: Mapping[bytes, bytes] | None, record: Namespace
         return MarkerState(True, f"namespace {namespace!r} has lost its Redis data: its marker was re-created at "
                                  f"{_iso(created)}, after PostgreSQL registered it at "
                                  f"{_iso(record.created_at_ms)}, and no restore has run since; {restore_hint}")
-    return MarkerState(False, f"namespace {namespace!r} is live", verified=postgres_answered)
+    if not postgres_answered:
+        return MarkerState(False, f"namespace {namespace!r} has its marker in Redis; PostgreSQL did not answer, "
+                                  "so a marker re-created after a data loss cannot be ruled out; starting",
+                           verified=False)
+    return MarkerState(False, f"namespace {namespace!r} is live")
 
 
 def _iso(ms: int) -> str:

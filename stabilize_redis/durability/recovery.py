@@ -53,6 +53,7 @@ AGE_ENV = "STABILIZE_RECOVERY_AGE"
 DEFAULT_INTERVAL_S = 30.0
 DEFAULT_AGE_S = 30.0
 _RUNNING = WorkflowStatus.RUNNING.name.encode()
+_PAGE = 1000
 
 
 @dataclass
@@ -135,16 +136,21 @@ def _quiet_running(backend: RedisBackend, part: PartitionKeys, now_ms: int,
                    older_than_ms: int) -> tuple[int, dict[str, int]]:
     """(RUNNING count, {id: ver} of RUNNING workflows quiet for at least ``older_than_ms``)."""
     client = backend.client
-    members = client.zrange(part.workflows, 0, -1, withscores=True)
-    if not members:
-        return 0, {}
-    ids = [m.decode() for m, _ in members]
-    pipe = client.pipeline(transaction=False)
-    for wid in ids:
-        pipe.hmget(part.workflow(wid), [STATUS_FIELD, WORKFLOW_VERSION_FIELD])
-    states = pipe.execute()
-    running = [(wid, int(score), int(ver or 0)) for (wid, (_, score)), (st, ver)
-               in zip(zip(ids, members, strict=True), states, strict=True) if st == _RUNNING]
+    running: list[tuple[str, int, int]] = []
+    start = 0
+    while True:  # the partition index in pages, so a large index never makes one huge reply
+        members = client.zrange(part.workflows, start, start + _PAGE - 1, withscores=True)
+        if not members:
+            break
+        pipe = client.pipeline(transaction=False)
+        for member, _ in members:
+            pipe.hmget(part.workflow(member.decode()), [STATUS_FIELD, WORKFLOW_VERSION_FIELD])
+        for (member, score), (st, ver) in zip(members, pipe.execute(), strict=True):
+            if st == _RUNNING:
+                running.append((member.decode(), int(score), int(ver or 0)))
+        if len(members) < _PAGE:
+            break
+        start += _PAGE
     if not running:
         return 0, {}
     pipe = client.pipeline(transaction=False)

@@ -61,7 +61,7 @@ def finish_stage(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap
         downs = backend.read_stages(t.workflow_id, rec.down) if stage.split_conditions else {}
         refs = {d: r.stage.ref_id for d, r in downs.items()}
         t.event("stage.completed", "stage", rec.id, data)
-        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs))
+        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs), ctx.registry)
     else:
         t.push(CompleteWorkflow(**kw))
         t.event("stage.failed", "stage", rec.id, data)
@@ -90,4 +90,5 @@ class CompleteStageHandler(Handler):
             return t
 
         return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,)), decide)
+                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                                                       with_downstreams=True), decide)

@@ -72,4 +72,5 @@ class CompleteTaskHandler(Handler):
             return t
 
         return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,)), decide)
+                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                                                       with_downstreams=True), decide)

@@ -13,9 +13,11 @@ from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
+from stabilize_redis.handlers.start_stage import claim_ready_stage
 from stabilize_redis.models.stage import SplitType
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, SkipStage, StartStage
+from stabilize_redis.tasks.registry import TaskRegistry
 
 
 def join_counter(stage_id: str) -> str:
@@ -50,11 +52,16 @@ def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[st
 
 
 def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
-                             message_kw: dict[str, Any], active: set[str] | None = None) -> None:
+                             message_kw: dict[str, Any], active: set[str] | None = None,
+                             registry: TaskRegistry | None = None) -> None:
     """A stage finished with a continuable status: count it toward each downstream's join
     (the last needed completion releases that StartStage) and toward the workflow's completion
     (the last top-level stage releases CompleteWorkflow). Downstreams an OR-split did not
     activate are skipped.
+
+    A downstream whose join needs only this completion (its only upstream, or a discriminator)
+    and whose record the snapshot holds is started right here, in the same commit (with
+    ``registry``), instead of through a StartStage message; its counter still counts.
 
     When the snapshot holds the top-level counter and this is the last top-level stage, every
     top-level stage has finished continuably, so the workflow SUCCEEDS in this same commit
@@ -64,7 +71,13 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
         if active is not None and did not in active:
             t.push(SkipStage(stage_id=did, **message_kw))
             continue
-        t.count(join_counter(did), rec.gates.get(did, 1), StartStage(stage_id=did, **message_kw))
+        gate = rec.gates.get(did, 1)
+        down = snap.stages.get(did)
+        if registry is not None and gate == 1 and down is not None and _startable(snap, down):
+            t.count(join_counter(did), gate, None)
+            claim_ready_stage(registry, t, down, [rec], message_kw)
+            continue
+        t.count(join_counter(did), gate, StartStage(stage_id=did, **message_kw))
     if rec.stage.parent_stage_id is not None:
         return
     top = int(snap.meta["top"])
@@ -76,6 +89,12 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
         succeed_workflow(t, snap)
         return
     t.count(TOP_COUNTER, top, CompleteWorkflow(**message_kw))
+
+
+def _startable(snap: Snapshot, down: StageRecord) -> bool:
+    assert snap.meta is not None
+    return (down.stage.status == WorkflowStatus.NOT_STARTED and not snap.meta["canceled"]
+            and snap.meta["status"] == WorkflowStatus.RUNNING.name)
 
 
 def succeed_workflow(t: Transition, snap: Snapshot) -> None:

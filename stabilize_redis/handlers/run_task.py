@@ -46,7 +46,8 @@ class RunTaskHandler(Handler):
         assert isinstance(message, RunTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
-        snap = self.backend.read(wid, [sid], processed_id=message.message_id, counters=(TOP_COUNTER,))
+        snap = self.backend.read(wid, [sid], processed_id=message.message_id, counters=(TOP_COUNTER,),
+                                 with_downstreams=True)
         if snap.processed:  # already committed: a redelivery must not run user code again
             return self.backend.commit(Transition(wid), message, delivery)
         rec = snap.stages.get(sid)
@@ -139,7 +140,8 @@ class RunTaskHandler(Handler):
         reads = [first_read]
 
         def read() -> Snapshot:
-            return reads.pop() if reads else self.backend.read(wid, [sid], counters=(TOP_COUNTER,))
+            return reads.pop() if reads else self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                                                              with_downstreams=True)
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)

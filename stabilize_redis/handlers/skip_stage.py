@@ -32,8 +32,9 @@ class SkipStageHandler(Handler):
             rec.stage.end_time = now_ms()
             t.write_stage(rec)
             t.event("stage.skipped", "stage", sid, stage_event_data(rec, status="SKIPPED"))
-            release_after_completion(t, snap, rec, kw)
+            release_after_completion(t, snap, rec, kw, registry=self.ctx.registry)
             return t
 
         return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,)), decide)
+                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                                                       with_downstreams=True), decide)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.dag.lineage import context_with_ancestors, extend_lineage, materialize, union_lineages
@@ -20,6 +21,41 @@ from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, SkipStage, StartStage
+from stabilize_redis.tasks.registry import TaskRegistry
+
+
+def claim_ready_stage(registry: TaskRegistry, t: Transition, rec: StageRecord, ups: list[StageRecord],
+                      kw: dict[str, Any]) -> None:
+    """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
+    skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,
+    its context over its ancestors' outputs, and its first task started - all into ``t``.
+    Used by StartStage and by the commit that completes a stage's only upstream."""
+    stage = rec.stage
+    lineage = union_lineages(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups)
+    ancestors = materialize(lineage)
+    scope = {**ancestors, **stage.context}
+    try:
+        enabled = evaluate_stage_enabled(stage.context.get("stageEnabled", True), scope)
+    except ExpressionError as e:
+        enabled = False
+        stage.context["stageEnabledError"] = str(e)
+    expired = stage.start_time_expiry is not None and now_ms() > stage.start_time_expiry
+    if not enabled or expired:
+        t.push(SkipStage(stage_id=rec.id, **kw))
+        return
+    stage.status = WorkflowStatus.RUNNING
+    stage.start_time = now_ms()
+    stage.context = context_with_ancestors(stage.context, ancestors)
+    rec.anc = lineage
+    t.event("stage.started", "stage", rec.id, stage_event_data(rec))
+    first = stage.first_task()
+    if first is not None:
+        first.stage_start = True
+        stage.tasks[-1].stage_end = True
+        begin_task(registry, t, rec, first, kw)
+    else:
+        t.push(CompleteStage(stage_id=rec.id, **kw))
+    t.write_stage(rec)
 
 
 class StartStageHandler(Handler):
@@ -48,31 +84,7 @@ class StartStageHandler(Handler):
                 return t
             if phase != PredicatePhase.READY:
                 return t
-            lineage = union_lineages(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups)
-            ancestors = materialize(lineage)
-            scope = {**ancestors, **stage.context}
-            try:
-                enabled = evaluate_stage_enabled(stage.context.get("stageEnabled", True), scope)
-            except ExpressionError as e:
-                enabled = False
-                stage.context["stageEnabledError"] = str(e)
-            expired = stage.start_time_expiry is not None and now_ms() > stage.start_time_expiry
-            if not enabled or expired:
-                t.push(SkipStage(stage_id=sid, **kw))
-                return t
-            stage.status = WorkflowStatus.RUNNING
-            stage.start_time = now_ms()
-            stage.context = context_with_ancestors(stage.context, ancestors)
-            rec.anc = lineage
-            t.event("stage.started", "stage", sid, stage_event_data(rec))
-            first = stage.first_task()
-            if first is not None:
-                first.stage_start = True
-                stage.tasks[-1].stage_end = True
-                begin_task(self.ctx.registry, t, rec, first, kw)
-            else:
-                t.push(CompleteStage(stage_id=sid, **kw))
-            t.write_stage(rec)
+            claim_ready_stage(self.ctx.registry, t, rec, ups, kw)
             return t
 
         return self.transact(message, delivery,
