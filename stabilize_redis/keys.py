@@ -157,6 +157,16 @@ def stage_field(stage_id: str) -> str:
     return f"s:{stage_id}"
 
 
+def upstreams_field(stage_id: str) -> str:
+    """Plain, space-separated ids of a stage's direct upstream stages (read by Lua)."""
+    return f"u:{stage_id}"
+
+
+def downstreams_field(stage_id: str) -> str:
+    """Plain, space-separated ids of a stage's direct downstream stages (read by Lua)."""
+    return f"d:{stage_id}"
+
+
 def version_field(field: str) -> str:
     return f"v:{field}"
 

@@ -21,7 +21,14 @@ from stabilize_redis.backend.codec import (
     unpack,
 )
 from stabilize_redis.dag.topological import topological_sort
-from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, STATUS_FIELD, stage_field
+from stabilize_redis.keys import (
+    META_FIELD,
+    STAGE_IDS_FIELD,
+    STATUS_FIELD,
+    downstreams_field,
+    stage_field,
+    upstreams_field,
+)
 from stabilize_redis.models.stage import JoinType, StageExecution
 from stabilize_redis.models.workflow import Workflow
 
@@ -78,6 +85,10 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
     for rec in records.values():
         rec.gates = {did: join_gate(records[did].stage, len(records[did].up)) for did in rec.down}
         fields[stage_field(rec.id)] = encode_stage(rec)
+        if rec.up:
+            fields[upstreams_field(rec.id)] = " ".join(rec.up).encode()
+        if rec.down:
+            fields[downstreams_field(rec.id)] = " ".join(rec.down).encode()
     return fields
 
 

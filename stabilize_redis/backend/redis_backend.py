@@ -120,26 +120,18 @@ class RedisBackend:
         with_downstreams: bool = False,
         processed_id: str | None = None,
     ) -> Snapshot:
-        """One HMGET of the meta, the given stages and counters (and, with ``with_upstreams``,
-        a second HMGET for the stages' direct upstreams; ``with_downstreams`` likewise for their
-        direct downstreams). With ``processed_id`` the same round
-        trip also tells whether that message id is already in the dedup record
-        (``Snapshot.processed``)."""
+        """One round trip: the meta, the given stages and counters - an HMGET, or, when
+        neighbours (``with_upstreams``/``with_downstreams``) or the dedup record
+        (``processed_id`` -> ``Snapshot.processed``) are wanted too, ``lua/read_workflow.lua``."""
         part = self.part(workflow_id)
-        wf_key = part.workflow(workflow_id)
+        if with_upstreams or with_downstreams or processed_id:
+            return self._read_scripted(workflow_id, part, stage_ids, counters, with_upstreams,
+                                       with_downstreams, processed_id or "")
         fields: list[str] = [META_FIELD, version_field(META_FIELD)]
         for sid in stage_ids:
             fields += [stage_field(sid), version_field(stage_field(sid))]
         fields += [counter_field(c) for c in counters]
-        processed = False
-        if processed_id:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hmget(wf_key, fields)
-            pipe.zscore(part.done, processed_id)
-            values, score = pipe.execute()
-            processed = score is not None
-        else:
-            values = self.client.hmget(wf_key, fields)
+        values = self.client.hmget(part.workflow(workflow_id), fields)
         meta = unpack(values[0]) if values[0] is not None else None
         stages: dict[str, StageRecord] = {}
         for i, sid in enumerate(stage_ids):
@@ -148,14 +140,24 @@ class RedisBackend:
                 stages[sid] = decode_stage(blob, _int(values[3 + 2 * i]))
         base = 2 + 2 * len(stage_ids)
         counts = {c: _int(values[base + i]) for i, c in enumerate(counters)}
-        snap = Snapshot(workflow_id, meta, _int(values[1]), stages, counts, processed)
-        if with_upstreams or with_downstreams:
-            more = [n for sid in stage_ids if sid in stages
-                    for n in (stages[sid].up if with_upstreams else []) + (stages[sid].down if with_downstreams else [])
-                    if n not in stages]
-            if more:
-                snap.stages.update(self.read_stages(workflow_id, list(dict.fromkeys(more))))
-        return snap
+        return Snapshot(workflow_id, meta, _int(values[1]), stages, counts)
+
+    def _read_scripted(self, workflow_id: str, part: PartitionKeys, stage_ids: Sequence[str],
+                       counters: Sequence[str], ups: bool, downs: bool, processed_id: str) -> Snapshot:
+        mode = "both" if ups and downs else "up" if ups else "down" if downs else ""
+        reply = self.scripts.read_workflow(
+            keys=[part.workflow(workflow_id), part.done],
+            args=[processed_id, mode, " ".join(stage_ids), *[counter_field(c) for c in counters]])
+        meta = unpack(reply[1]) if reply[1] else None
+        n_other = int(reply[3])
+        counts = {c: _int(reply[4 + i] or None) for i, c in enumerate(counters)}
+        stages: dict[str, StageRecord] = {}
+        rest = reply[4 + n_other:]
+        for i in range(0, len(rest), 3):
+            if rest[i + 1]:
+                sid = rest[i].decode()
+                stages[sid] = decode_stage(rest[i + 1], _int(rest[i + 2] or None))
+        return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]))
 
     def read_stages(self, workflow_id: str, stage_ids: Sequence[str]) -> dict[str, StageRecord]:
         wf_key = self.part(workflow_id).workflow(workflow_id)

@@ -16,7 +16,8 @@ from redis.commands.core import Script
 _INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
 
 SCRIPT_NAMES = ("commit", "submit", "promote_delayed", "reschedule", "dead_letter", "replay_dead",
-                "checkpoint_read", "checkpoint_ack", "checkpoint_lease", "checkpoint_census", "evict")
+                "checkpoint_read", "checkpoint_ack", "checkpoint_lease", "checkpoint_census", "evict",
+                "read_workflow")
 
 
 def _read(name: str) -> str:
@@ -48,3 +49,4 @@ class Scripts:
         self.checkpoint_lease: Script = client.register_script(script_source("checkpoint_lease"))
         self.checkpoint_census: Script = client.register_script(script_source("checkpoint_census"))
         self.evict: Script = client.register_script(script_source("evict"))
+        self.read_workflow: Script = client.register_script(script_source("read_workflow"))

@@ -1,0 +1,58 @@
+-- read_workflow: one round trip for what a handler reads: the workflow meta, some stages and
+-- (optionally) their direct upstream/downstream stages, counters, and whether the message
+-- being handled is already in the dedup record. Read-only.
+--
+-- KEYS[1] workflow hash   KEYS[2] dedup record (zset)
+-- ARGV[1] message id to look up in the dedup record ('' for none)
+-- ARGV[2] neighbours to include: '' | 'up' | 'down' | 'both'
+-- ARGV[3] stage ids, space-separated
+-- ARGV[4..] other fields to return as they are (counters)
+--
+-- Neighbour ids come from the plain fields u:<stage id> / d:<stage id> (space-separated),
+-- written when the workflow is laid out.
+--
+-- Returns {processed (0|1), meta, meta version, #others, other values..., then per stage read:
+--          stage id, blob, version}. Missing values are false.
+-- Events: none.
+
+local wf = KEYS[1]
+local processed = 0
+if ARGV[1] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  processed = 1
+end
+local out = {processed, redis.call('HGET', wf, 'meta'), redis.call('HGET', wf, 'v:meta'), #ARGV - 3}
+for i = 4, #ARGV do
+  out[#out + 1] = redis.call('HGET', wf, ARGV[i])
+end
+
+local ids, seen = {}, {}
+local function add(id)
+  if id ~= '' and not seen[id] then
+    seen[id] = true
+    ids[#ids + 1] = id
+  end
+end
+for id in string.gmatch(ARGV[3], '%S+') do
+  add(id)
+end
+local requested = #ids
+local mode = ARGV[2]
+for i = 1, requested do
+  for _, prefix in ipairs({'u:', 'd:'}) do
+    if (prefix == 'u:' and (mode == 'up' or mode == 'both')) or
+       (prefix == 'd:' and (mode == 'down' or mode == 'both')) then
+      local list = redis.call('HGET', wf, prefix .. ids[i])
+      if list then
+        for id in string.gmatch(list, '%S+') do
+          add(id)
+        end
+      end
+    end
+  end
+end
+for _, id in ipairs(ids) do
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', wf, 's:' .. id)
+  out[#out + 1] = redis.call('HGET', wf, 'v:s:' .. id)
+end
+return out
