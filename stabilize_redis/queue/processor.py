@@ -53,6 +53,7 @@ class QueueProcessor:
         self._cancel_listener = CancelListener(self.backend, self.context.tokens)
         self._name = consumer_name()
         self._in_process_all = False
+        self._next_partition = 0
         self.recover_on_start = recover_on_start
 
     # -- handlers ----------------------------------------------------------------------------
@@ -70,11 +71,17 @@ class QueueProcessor:
     def process_one(self) -> bool:
         """Deliver and handle at most one due message on this thread; True if one was handled."""
         self.backend.promote()
-        deliveries = self.backend.fetch(self._name, 1, None)
-        if not deliveries:
-            return False
-        self.dispatcher.dispatch(deliveries[0])
-        return True
+        partitions = self.backend.keys.partitions
+        # XREADGROUP's COUNT is per stream: read one partition at a time, round robin, so no
+        # entry is taken that this call will not handle.
+        for step in range(partitions):
+            index = (self._next_partition + step) % partitions
+            deliveries = self.backend.fetch(self._name, 1, None, partitions=[index])
+            if deliveries:
+                self._next_partition = (index + 1) % partitions
+                self.dispatcher.dispatch(deliveries[0])
+                return True
+        return False
 
     def process_all(self, timeout: float = 60.0) -> int:
         """Handle messages until none is left (ready, delayed or in flight) or ``timeout``
