@@ -30,7 +30,7 @@ from stabilize_redis.handlers.task_lookup import find_task, resolve_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import Message, PauseTask, RunTask
-from stabilize_redis.tasks.interface import Task
+from stabilize_redis.tasks.interface import SkippableTask, Task
 from stabilize_redis.tasks.result import TaskResult
 
 log = logging.getLogger("stabilize_redis.handlers")
@@ -66,7 +66,7 @@ class RunTaskHandler(Handler):
             outcome = self._canceled(impl, rec, wf.is_canceled)
         elif wf.status == WorkflowStatus.PAUSED:
             return self._commit_simple(message, delivery, PauseTask(**self._kw(message)))
-        elif stage.context.get("manualSkip"):
+        elif stage.context.get("manualSkip") or (isinstance(impl, SkippableTask) and not impl.is_enabled(stage)):
             outcome = Outcome(result=TaskResult.skipped())
         else:
             # The task sees the stage; what it changes in place is not state (only its result

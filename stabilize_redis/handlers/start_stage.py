@@ -24,7 +24,7 @@ from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Mess
 from stabilize_redis.tasks.registry import TaskRegistry
 
 
-def claim_ready_stage(registry: TaskRegistry, t: Transition, rec: StageRecord, ups: list[StageRecord],
+def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRecord, ups: list[StageRecord],
                       kw: dict[str, Any]) -> None:
     """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
     skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,

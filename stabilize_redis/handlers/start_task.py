@@ -16,13 +16,14 @@ from stabilize_redis.tasks.interface import SkippableTask
 from stabilize_redis.tasks.registry import TaskRegistry
 
 
-def begin_task(registry: TaskRegistry, t: Transition, rec: StageRecord, task: TaskExecution,
+def begin_task(registry: TaskRegistry | None, t: Transition, rec: StageRecord, task: TaskExecution,
                kw: dict[str, Any]) -> None:
     """Start a NOT_STARTED task: RUNNING and a RunTask, or SKIPPED and a CompleteTask(SKIPPED)
     for a disabled SkippableTask. Used by StartTask and, for a stage's first task, by StartStage
-    (which saves a message per stage)."""
+    (which saves a message per stage). Without a registry (at submit) the SkippableTask check
+    is left to RunTask."""
     tkw = {**kw, "stage_id": rec.id, "task_id": task.id}
-    impl = resolve_task(registry, task)
+    impl = resolve_task(registry, task) if registry is not None else None
     if isinstance(impl, SkippableTask) and not impl.is_enabled(rec.stage):
         task.status = WorkflowStatus.SKIPPED
         task.end_time = now_ms()

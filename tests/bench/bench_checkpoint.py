@@ -27,9 +27,7 @@ import argparse
 import contextlib
 import os
 import secrets
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,52 +42,17 @@ if __package__ in (None, ""):  # run as a script: make ``tests.bench`` importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import psycopg  # noqa: E402
-import redis  # noqa: E402
 
 import stabilize_redis as api  # noqa: E402
 from stabilize_redis.backend.registry import backend_for  # noqa: E402
 from stabilize_redis.durability.drain import dirty_ages  # noqa: E402
 from stabilize_redis.durability.migrate import migrate  # noqa: E402
 from stabilize_redis.durability.snapshots import SnapshotStore  # noqa: E402
+from tests.bench.bench_redis import private_redis  # noqa: E402
 from tests.bench.workloads import SHAPES, build, warmup_workflow, workflow_count  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_redis() -> Iterator[str]:
-    """A redis-server of our own on a free loopback port (no persistence)."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="stz-bench-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", workdir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        client = redis.Redis.from_url(url)
-        for _ in range(400):
-            with contextlib.suppress(redis.ConnectionError):
-                if client.ping():
-                    break
-            time.sleep(0.025)
-        client.close()
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -72,7 +72,7 @@ def test_entry_of_a_dead_consumer_is_reclaimed_after_the_visibility_timeout(real
     eng.registry.register("quick", lambda stage: TaskResult.success(outputs={"done": True}))
     wf = make_workflow(make_stage("quick", "quick"))
     eng.client.submit(wf)
-    # A consumer takes the first entry (StartStage of "quick") and dies without acknowledging it.
+    # A consumer takes the first entry (RunTask of "quick") and dies without acknowledging it.
     [taken] = eng.queue.backend.fetch("dead-consumer", 1, None)
     taken_at = time.time()
     assert taken.message_id and eng.queue.counts()["in_flight"] == 1
@@ -87,7 +87,7 @@ def test_entry_of_a_dead_consumer_is_reclaimed_after_the_visibility_timeout(real
     assert result.status == WorkflowStatus.SUCCEEDED
     assert stage_named(result, "quick").outputs == {"done": True}
     # Not taken over before the entry had been idle for the visibility timeout.
-    assert ms(stage_named(result, "quick").start_time) / 1000.0 - taken_at >= VISIBILITY - 0.05
+    assert ms(stage_named(result, "quick").tasks[0].end_time) / 1000.0 - taken_at >= VISIBILITY - 0.05
     assert eng.queue.counts() == {"ready": 0, "delayed": 0, "in_flight": 0, "dead": 0}
     events = eng.events(wf.id)
     assert [e["event_type"] for e in events].count("workflow.started") == 1
