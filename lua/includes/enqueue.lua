@@ -1,3 +1,7 @@
+-- includes/enqueue.lua: helpers shared by the commands that include them
+-- (`--@include includes/enqueue.lua`). No KEYS or ARGV of its own: every function takes the
+-- key names it touches as arguments, and the including script passes them in its KEYS.
+-- Returns: see each function. Events: none.
 -- Shared helper: put one encoded message on a partition's queue.
 -- enqueue(ready, delayed, payloads, msg_id, payload, delay_ms, now_ms)
 --   delay_ms <= 0: XADD to the ready stream (fields: id, m)

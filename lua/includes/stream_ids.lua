@@ -1,4 +1,5 @@
--- Shared helper: compare Redis stream entry ids ('<ms>-<seq>').
+-- Shared helper: compare Redis stream entry ids ('<ms>-<seq>'). Included, so no KEYS or ARGV
+-- of its own. Returns: see the function. Events: none.
 -- stream_id_gt(a, b): true when id a sorts after id b; an empty or missing b sorts first.
 local function stream_id_gt(a, b)
   if b == nil or b == false or b == '' then

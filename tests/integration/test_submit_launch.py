@@ -3,25 +3,14 @@ StartWorkflow and StartStage would apply still hold."""
 
 from __future__ import annotations
 
-from stabilize_redis import SkippableTask, StageExecution, TaskResult, WorkflowStatus
+from stabilize_redis import TaskResult, WorkflowStatus
 from tests.integration.support import make_engine, make_stage, make_workflow, stage_named
-
-
-class Disabled(SkippableTask):
-    def __init__(self) -> None:
-        self.ran = 0
-
-    def is_enabled(self, stage: StageExecution) -> bool:
-        return False
-
-    def do_execute(self, stage: StageExecution) -> TaskResult:
-        self.ran += 1
-        return TaskResult.success()
+from tests.integration.test_redelivery import DisabledOptional
 
 
 def test_submitted_initial_stage_with_a_disabled_skippable_task_skips_it(target: tuple[str | None, str]) -> None:
     eng = make_engine(target)
-    disabled = Disabled()
+    disabled = DisabledOptional()
     eng.registry.register("off", disabled)
     eng.registry.register("t", lambda stage: TaskResult.success(outputs={"after": True}))
     wf = make_workflow(make_stage("first", "off"), make_stage("second", requires={"first"}))
