@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """The integer in environment variable ``name``; ``default`` when unset or empty."""
     raw = os.environ.get(name)
     return int(raw) if raw not in (None, "") else default
 
 
-def _env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float) -> float:
+    """The number in environment variable ``name``; ``default`` when unset or empty."""
     raw = os.environ.get(name)
     return float(raw) if raw not in (None, "") else default
 
@@ -43,14 +45,14 @@ class EngineConfig:
     def from_env(cls) -> EngineConfig:
         d = cls()
         return cls(
-            task_backoff_min_ms=_env_int("STABILIZE_TASK_BACKOFF_MIN_MS", d.task_backoff_min_ms),
-            task_backoff_max_ms=_env_int("STABILIZE_TASK_BACKOFF_MAX_MS", d.task_backoff_max_ms),
-            task_max_attempts=_env_int("STABILIZE_TASK_MAX_ATTEMPTS", d.task_max_attempts),
-            default_task_timeout_s=_env_float("STABILIZE_DEFAULT_TASK_TIMEOUT_S", d.default_task_timeout_s),
-            handler_retry_delay_s=_env_float("STABILIZE_HANDLER_RETRY_DELAY_S", d.handler_retry_delay_s),
-            message_max_attempts=_env_int("STABILIZE_MESSAGE_MAX_ATTEMPTS", d.message_max_attempts),
-            stage_wait_retry_s=_env_float("STABILIZE_STAGE_WAIT_RETRY_S", d.stage_wait_retry_s),
-            max_stage_wait_retries=_env_int("STABILIZE_MAX_STAGE_WAIT_RETRIES", d.max_stage_wait_retries),
+            task_backoff_min_ms=env_int("STABILIZE_TASK_BACKOFF_MIN_MS", d.task_backoff_min_ms),
+            task_backoff_max_ms=env_int("STABILIZE_TASK_BACKOFF_MAX_MS", d.task_backoff_max_ms),
+            task_max_attempts=env_int("STABILIZE_TASK_MAX_ATTEMPTS", d.task_max_attempts),
+            default_task_timeout_s=env_float("STABILIZE_DEFAULT_TASK_TIMEOUT_S", d.default_task_timeout_s),
+            handler_retry_delay_s=env_float("STABILIZE_HANDLER_RETRY_DELAY_S", d.handler_retry_delay_s),
+            message_max_attempts=env_int("STABILIZE_MESSAGE_MAX_ATTEMPTS", d.message_max_attempts),
+            stage_wait_retry_s=env_float("STABILIZE_STAGE_WAIT_RETRY_S", d.stage_wait_retry_s),
+            max_stage_wait_retries=env_int("STABILIZE_MAX_STAGE_WAIT_RETRIES", d.max_stage_wait_retries),
         )
 
     def task_backoff(self, attempt: int) -> float:

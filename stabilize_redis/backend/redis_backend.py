@@ -7,6 +7,7 @@ Handlers reach it through ``read``/``commit``; the processor through ``fetch``, 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +29,7 @@ from stabilize_redis.keys import (
     stage_field,
     version_field,
 )
-from stabilize_redis.queue.messages import Message
+from stabilize_redis.queue.messages import Message, new_message_id
 
 log = logging.getLogger("stabilize_redis.backend")
 
@@ -159,18 +160,6 @@ class RedisBackend:
                 stages[sid] = decode_stage(rest[i + 1], _int(rest[i + 2] or None))
         return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]))
 
-    def read_stages(self, workflow_id: str, stage_ids: Sequence[str]) -> dict[str, StageRecord]:
-        wf_key = self.part(workflow_id).workflow(workflow_id)
-        fields: list[str] = []
-        for sid in stage_ids:
-            fields += [stage_field(sid), version_field(stage_field(sid))]
-        values = self.client.hmget(wf_key, fields)
-        out: dict[str, StageRecord] = {}
-        for i, sid in enumerate(stage_ids):
-            if values[2 * i] is not None:
-                out[sid] = decode_stage(values[2 * i], _int(values[2 * i + 1]))
-        return out
-
     def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None) -> str:
         """Apply a transition atomically with the dedup record and ack of ``delivery``."""
         part = self.part(transition.workflow_id)
@@ -200,10 +189,6 @@ class RedisBackend:
     def submit_many(self, workflow_id: str, fields: dict[str, bytes], messages: Sequence[Message],
                     mode: str, events: Sequence[str]) -> int:
         """``submit`` with several start messages and events (``lua/submit.lua``)."""
-        import json
-
-        from stabilize_redis.queue.messages import new_message_id
-
         part = self.part(workflow_id)
         keys = [part.workflow(workflow_id), part.ready, part.delayed, part.delayed_payloads,
                 part.workflows, part.dirty, part.events(workflow_id)]
@@ -225,8 +210,6 @@ class RedisBackend:
 
     def events(self, workflow_id: str) -> list[dict[str, Any]]:
         """The workflow's event log, oldest first."""
-        import json
-
         entries = self.client.xrange(self.part(workflow_id).events(workflow_id))
         return [json.loads(fields[b"e"]) for _, fields in entries]
 
@@ -240,8 +223,6 @@ class RedisBackend:
 
     def push(self, message: Message, delay_seconds: float = 0.0) -> None:
         """Enqueue a message outside any transition (clients, operators, Orchestrator)."""
-        from stabilize_redis.queue.messages import new_message_id
-
         if message.message_id is None:
             message.message_id = new_message_id()
         part = self.part(message.workflow_id)
@@ -368,8 +349,6 @@ class RedisBackend:
         """Dead letters, oldest first per partition. ``id`` ('PARTITION/ENTRY') is what
         ``replay_dead`` takes; ``message_id``, ``type``, ``payload``, ``reason``, ``attempts``,
         ``error`` and ``at`` (ms) describe the message and why it died."""
-        import json
-
         out: list[dict[str, Any]] = []
         for part in self.keys.all_partitions():
             for entry_id, fields in self.client.xrange(part.dead, count=limit):
@@ -388,8 +367,6 @@ class RedisBackend:
 
     def replay_dead(self, partition: int, dead_id: str) -> bool:
         """Move one dead letter back to its partition's ready stream with attempts reset."""
-        import json
-
         part = self.keys.partition(partition)
         found = self.client.xrange(part.dead, dead_id, dead_id)
         if not found:

@@ -25,7 +25,6 @@ seconds after it was read, so Postgres never records a state or an event Redis m
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ import redis
 from psycopg_pool import PoolTimeout
 
 from stabilize_redis.backend.redis_backend import RedisBackend
+from stabilize_redis.config import env_float
 from stabilize_redis.durability.drain import DrainPass, PassStats
 from stabilize_redis.durability.leases import PartitionLeases, owner_token
 from stabilize_redis.durability.retention import sweep
@@ -46,10 +46,6 @@ INTERVAL_ENV = "STABILIZE_CHECKPOINT_INTERVAL"
 FSYNC_LAG_ENV = "STABILIZE_CHECKPOINT_FSYNC_LAG"
 RETENTION_ENV = "STABILIZE_RETENTION"
 
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
 
 
 @dataclass(frozen=True)
@@ -83,9 +79,9 @@ class CheckpointSettings:
         STABILIZE_RETENTION, which win over the defaults."""
         d = cls()
         return cls(
-            interval=interval if interval is not None else _env_float(INTERVAL_ENV, d.interval),
-            fsync_lag=fsync_lag if fsync_lag is not None else _env_float(FSYNC_LAG_ENV, d.fsync_lag),
-            retention=retention if retention is not None else _env_float(RETENTION_ENV, d.retention),
+            interval=interval if interval is not None else env_float(INTERVAL_ENV, d.interval),
+            fsync_lag=fsync_lag if fsync_lag is not None else env_float(FSYNC_LAG_ENV, d.fsync_lag),
+            retention=retention if retention is not None else env_float(RETENTION_ENV, d.retention),
             **overrides,  # type: ignore[arg-type]
         )
 

@@ -22,13 +22,13 @@ The decision (``assess``) is pure; ``NamespaceGuard`` does the reads.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from stabilize_redis.keys import NamespaceKeys
+from stabilize_redis.periodic import PeriodicThread
 
 if TYPE_CHECKING:
     from stabilize_redis.durability.snapshots import SnapshotStore
@@ -151,38 +151,30 @@ class NamespaceGuard:
         return state
 
 
-class MarkerWatch:
+class MarkerWatch(PeriodicThread):
     """Checks the namespace every ``interval`` seconds on a daemon thread; calls ``on_lost``
     once (with the verdict) when the data is found lost. Redis errors are logged and retried:
     an unreachable Redis is not a lost namespace."""
 
+    thread_name = "stz-marker-watch"
+
     def __init__(self, guard: NamespaceGuard, on_lost: Callable[[MarkerState], None],
                  interval: float = 5.0) -> None:
+        super().__init__(interval)
         self.guard = guard
         self.on_lost = on_lost
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stz-marker-watch", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
         self.guard.seen_live = True
-        while not self._stop.wait(self.interval):
-            try:
-                state = self.guard.check()
-            except Exception as e:  # noqa: BLE001 - Redis down: not a loss, check again later
-                log.debug("namespace check failed (%s); retrying", e)
-                continue
-            if state.lost:
-                self.on_lost(state)
-                return
+        super().start()
+
+    def tick(self) -> bool:
+        try:
+            state = self.guard.check()
+        except Exception as e:  # noqa: BLE001 - Redis down: not a loss, check again later
+            log.debug("namespace check failed (%s); retrying", e)
+            return False
+        if state.lost:
+            self.on_lost(state)
+            return True
+        return False

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,9 +40,11 @@ from redis.commands.core import Script
 
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.backend.scripts import script_source
+from stabilize_redis.config import env_float
 from stabilize_redis.durability.recovery_plan import describe, plan_from_hash
 from stabilize_redis.keys import STATUS_FIELD, WORKFLOW_VERSION_FIELD, PartitionKeys
 from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.periodic import PeriodicThread
 from stabilize_redis.queue.messages import new_message_id
 
 log = logging.getLogger("stabilize_redis.recovery")
@@ -225,25 +226,21 @@ def _recover_one(backend: RedisBackend, script: Script, part: PartitionKeys, wid
         report.skipped += 1
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
 
-
-class StallSweeper:
+class StallSweeper(PeriodicThread):
     """Runs ``find_stalled`` every ``interval`` seconds on a daemon thread, in at most one
     process of the namespace per interval (a lease key taken with SET NX PX and left to
     expire). ``interval`` <= 0 disables it. Errors are logged and the sweep tried again later."""
 
+    thread_name = "stz-stall-sweeper"
+
     def __init__(self, backend: RedisBackend, interval: float | None = None,
                  older_than_s: float | None = None, owner: str | None = None) -> None:
+        super().__init__(interval if interval is not None else env_float(INTERVAL_ENV, DEFAULT_INTERVAL_S))
         self.backend = backend
-        self.interval = interval if interval is not None else _env_float(INTERVAL_ENV, DEFAULT_INTERVAL_S)
-        self.older_than_s = older_than_s if older_than_s is not None else _env_float(AGE_ENV, DEFAULT_AGE_S)
+        self.older_than_s = older_than_s if older_than_s is not None else env_float(AGE_ENV, DEFAULT_AGE_S)
         self.owner = owner or f"{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.last: StallReport | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def run_once(self) -> StallReport | None:
         """Take the lease and sweep; None when another process swept within the interval."""
@@ -253,22 +250,9 @@ class StallSweeper:
         self.last = find_stalled(self.backend, self.older_than_s)
         return self.last
 
-    def start(self) -> None:
-        if self.interval <= 0 or (self._thread is not None and self._thread.is_alive()):
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="stz-stall-sweeper", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.run_once()
-            except Exception as e:  # noqa: BLE001 - Redis down or similar: try next interval
-                log.warning("stalled-workflow sweep failed: %s", e)
+    def tick(self) -> bool:
+        try:
+            self.run_once()
+        except Exception as e:  # noqa: BLE001 - Redis down or similar: try next interval
+            log.warning("stalled-workflow sweep failed: %s", e)
+        return False

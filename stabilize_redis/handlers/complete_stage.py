@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
+from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms, stage_event_data
 from stabilize_redis.handlers.flow import TOP_COUNTER, activated_downstreams, release_after_completion
@@ -37,9 +37,11 @@ def cleanup_tasks(ctx: HandlerContext, rec: StageRecord) -> None:
             log.exception("on_cleanup of task %s (stage %s) failed", task.name, rec.stage.ref_id)
 
 
-def finish_stage(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap: Snapshot,
-                 rec: StageRecord, kw: dict[str, Any], cleaned: set[str]) -> None:
+def finish_stage(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRecord,
+                 kw: dict[str, Any], cleaned: set[str]) -> None:
     """Decide a RUNNING stage's completion into ``t`` (nothing if it is still running).
+    ``snap`` must hold the stage's downstream records (read ``with_downstreams``): OR-split
+    conditions name them by ref id, and single-upstream downstreams start in this commit.
     ``cleaned`` remembers stages whose cleanup hooks already ran across conflict retries."""
     assert snap.meta is not None
     stage = rec.stage
@@ -58,8 +60,7 @@ def finish_stage(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap
                             duration_ms=stage.end_time - (stage.start_time or stage.end_time),
                             outputs=stage.outputs)
     if status in CONTINUABLE_STATUSES:
-        downs = backend.read_stages(t.workflow_id, rec.down) if stage.split_conditions else {}
-        refs = {d: r.stage.ref_id for d, r in downs.items()}
+        refs = {d: snap.stages[d].stage.ref_id for d in rec.down if d in snap.stages}
         t.event("stage.completed", "stage", rec.id, data)
         release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs), ctx.registry)
     else:
@@ -86,7 +87,7 @@ class CompleteStageHandler(Handler):
                 if rec.stage.status.is_halt:
                     t.push(CompleteWorkflow(**kw))
                 return t
-            finish_stage(self.ctx, self.backend, t, snap, rec, kw, cleaned)
+            finish_stage(self.ctx, t, snap, rec, kw, cleaned)
             return t
 
         return self.transact(message, delivery,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
+from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms
 from stabilize_redis.handlers.complete_stage import finish_stage
@@ -21,9 +21,8 @@ from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import CompleteTask, Message
 
 
-def finish_task(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap: Snapshot,
-                rec: StageRecord, task: TaskExecution, status: WorkflowStatus,
-                original_status: WorkflowStatus | None, kw: dict[str, Any], cleaned: set[str]) -> None:
+def finish_task(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRecord,
+                task: TaskExecution, status: WorkflowStatus, original_status: WorkflowStatus | None, kw: dict[str, Any], cleaned: set[str]) -> None:
     """Record ``task`` as ended with ``status`` and route onward into ``t``: start the next task,
     or settle the stage. REDIRECT only records (a jump drives the flow from there)."""
     if task.status != WorkflowStatus.SKIPPED:
@@ -39,7 +38,7 @@ def finish_task(ctx: HandlerContext, backend: RedisBackend, t: Transition, snap:
     if nxt is not None and not status.is_halt and nxt.status == WorkflowStatus.NOT_STARTED:
         begin_task(ctx.registry, t, rec, nxt, kw)
     else:
-        finish_stage(ctx, backend, t, snap, rec, kw, cleaned)
+        finish_stage(ctx, t, snap, rec, kw, cleaned)
 
 
 class CompleteTaskHandler(Handler):
@@ -67,7 +66,7 @@ class CompleteTaskHandler(Handler):
                     return t
             elif task.status != WorkflowStatus.RUNNING:
                 return t
-            finish_task(self.ctx, self.backend, t, snap, rec, task, message.status,
+            finish_task(self.ctx, t, snap, rec, task, message.status,
                         message.original_status, kw, cleaned)
             return t
 

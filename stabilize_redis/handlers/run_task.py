@@ -198,7 +198,7 @@ class RunTaskHandler(Handler):
         """The task ended: record it and route onward in this same commit (what a CompleteTask
         message would do, without the extra message)."""
         kw: dict[str, Any] = {"execution_id": message.execution_id, "execution_type": message.execution_type}
-        finish_task(self.ctx, self.backend, t, snap, rec, task, status, original, kw, cleaned)
+        finish_task(self.ctx, t, snap, rec, task, status, original, kw, cleaned)
 
     def _apply_error(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
                      outcome: Outcome, message: RunTask, cleaned: set[str]) -> None:
