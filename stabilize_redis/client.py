@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from stabilize_redis.backend.launch import launch
 from stabilize_redis.backend.registry import backend_for
+from stabilize_redis.durable_submit import CHECKPOINT, REPLICAS, Durability
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
@@ -42,13 +43,30 @@ class Client:
         self.queue = RedisQueue.__new__(RedisQueue)
         self.queue.backend = self.backend
 
-    def submit(self, workflow: Workflow) -> str:
+    def submit(self, workflow: Workflow, *, durability: str | None = None,
+               durability_timeout: float | None = None) -> str:
         """Validate, store and start a workflow in one atomic step; returns its id.
 
-        Submitting the same workflow id again writes and starts nothing, so a retried submit is
-        harmless."""
+        ``durability`` (else ``STABILIZE_SUBMIT_DURABILITY``): ``"memory"`` (default),
+        ``"replicas:N"`` or ``"checkpoint"``, see ``stabilize_redis.durable_submit``; when it
+        is not confirmed within ``durability_timeout`` seconds, SubmitNotDurable is raised (the
+        workflow is stored all the same). Submitting the same workflow id again writes and
+        starts nothing, so a retried submit is harmless (and waits for durability again)."""
+        wanted = Durability.parse(durability, durability_timeout)
         validate_workflow(workflow)
-        launch(self.backend, workflow, created_event(workflow))
+        if wanted.mode == CHECKPOINT and self.store.snapshots is None:
+            raise ValueError("submit durability 'checkpoint' needs PostgreSQL: pass dsn= or set "
+                             "STABILIZE_POSTGRES_DSN")
+        if wanted.mode == REPLICAS and self.backend.target.embedded:
+            raise ValueError("submit durability 'replicas:N' needs a real Redis with replicas, "
+                             "not the embedded default")
+        wait = (wanted.replicas, wanted.timeout_s) if wanted.mode == REPLICAS else None
+        launch(self.backend, workflow, created_event(workflow), wait_replicas=wait)
+        if wanted.mode == CHECKPOINT:
+            from stabilize_redis.durability.submit_checkpoint import checkpoint_workflow
+
+            assert self.store.snapshots is not None
+            checkpoint_workflow(self.backend, self.store.snapshots, workflow.id, wanted.timeout_s)
         return workflow.id
 
     def get(self, workflow_id: str) -> Workflow:

@@ -23,6 +23,12 @@ def partition_of(workflow_id: str, partitions: int) -> int:
     return zlib.crc32(workflow_id.encode()) % partitions
 
 
+def namespace_glob(namespace: str) -> str:
+    """Glob matching every key and pub/sub channel of a namespace (all start ``<namespace>:``),
+    glob characters of the name escaped; the ACL rule of ``stabilize_redis.acl`` uses it."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in namespace) + ":*"
+
+
 @dataclass(frozen=True)
 class PartitionKeys:
     """Keys of one partition; every one shares the partition's hash tag."""
@@ -65,6 +71,12 @@ class PartitionKeys:
         return f"{self.tag}:dirty"
 
     @property
+    def dirty_trimmed(self) -> str:
+        """Counter, present while marks dropped from the dirty set (no checkpointer ran) may
+        belong to unsaved workflows; a checkpointer re-marks them (``durability.dirty_cap``)."""
+        return f"{self.tag}:dirty:trimmed"
+
+    @property
     def outbox(self) -> str:
         """Stream of cross-partition messages awaiting relay."""
         return f"{self.tag}:outbox"
@@ -84,6 +96,19 @@ class PartitionKeys:
         """Hash: ``at`` (ms of the last checkpoint batch written), ``by`` (its owner token),
         ``workflows`` (running total of snapshots written to Postgres)."""
         return f"{self.tag}:ckpt:info"
+
+    @property
+    def life(self) -> str:
+        """Hash: ``epoch`` (``LIFE_EPOCH_FIELD``), the partition's checkpoint epoch as last
+        raised by a checkpointer (``durability.epochs``; PostgreSQL holds the authoritative one)."""
+        return f"{self.tag}:ckpt:life"
+
+    @property
+    def quarantine(self) -> str:
+        """Hash: workflow id -> JSON {reason, version, at, ...} of a workflow PostgreSQL refused
+        (or whose hash cannot be decoded); it stays unsaved until it changes again
+        (``durability.quarantine``)."""
+        return f"{self.tag}:ckpt:quarantine"
 
     def workflow(self, workflow_id: str) -> str:
         """Hash holding one workflow: meta, per-stage blobs, versions, counters."""
@@ -128,6 +153,12 @@ class NamespaceKeys:
         return f"{self.namespace}:{{meta}}:recovery:lease"
 
     @property
+    def consumer_cleanup_lease(self) -> str:
+        """String (SET NX PX): held by the worker deleting idle, empty consumers of the
+        partitions' groups (``lua/delete_consumers.lua``), so one worker at a time does it."""
+        return f"{self.namespace}:{{meta}}:consumers:lease"
+
+    @property
     def cancel_channel(self) -> str:
         """Pub/sub channel carrying ids of tasks whose stage was canceled (cooperative tokens)."""
         return f"{self.namespace}:{{meta}}:cancel"
@@ -151,6 +182,10 @@ STAGE_IDS_FIELD = "stages"
 # last written to Postgres and the id of the last event-stream entry archived there.
 CHECKPOINT_VERSION_FIELD = "ckpt"
 CHECKPOINT_EVENT_FIELD = "ckpt_ev"
+# Field of a partition's life hash (``PartitionKeys.life``).
+LIFE_EPOCH_FIELD = "epoch"
+# Field of an event-stream entry holding the event's JSON text.
+EVENT_FIELD = "e"
 
 
 def stage_field(stage_id: str) -> str:

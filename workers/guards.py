@@ -1,7 +1,8 @@
 """The durability guards a worker process runs beside its processor.
 
 * **Lost-namespace check** (``durability.marker``): before the worker builds its backend (which
-  would re-create a missing marker) and then every ``STABILIZE_MARKER_CHECK_INTERVAL`` seconds
+  would re-create a missing marker) - on every start-up attempt while the worker waits for
+  Redis - and then every ``STABILIZE_MARKER_CHECK_INTERVAL`` seconds
   (default 5). A namespace that lost its Redis data makes the worker refuse to start, or stop
   processing, with exit code ``EXIT_NAMESPACE_LOST`` and a log line saying to run
   ``stabilize-redis restore``. Needs a DSN (``--dsn`` / STABILIZE_POSTGRES_DSN); off without.
@@ -23,6 +24,8 @@ from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.durability.marker import EXIT_NAMESPACE_LOST, MarkerState, MarkerWatch, NamespaceGuard
 from stabilize_redis.durability.pg import pg_settings
 from stabilize_redis.durability.recovery import StallSweeper
+from stabilize_redis.outage import Backoff, OutageLog, redis_unavailable
+from stabilize_redis.queue.redis_queue import RedisQueue
 
 log = logging.getLogger("stabilize_redis.worker")
 
@@ -52,7 +55,9 @@ def namespace_guard(url: str | None, namespace: str | None, dsn: str | None = No
 
 def refuse_if_lost(guard: NamespaceGuard | None) -> int | None:
     """Check before start-up: the exit code to refuse with (logging why), or None to go on.
-    A Redis error here is raised: the worker cannot run without Redis anyway."""
+    Redis errors propagate: a starting worker waits for Redis and checks again
+    (``workers.process.open_namespace``), so a namespace found lost once Redis answers is still
+    refused."""
     if guard is None:
         return None
     state = guard.check()
@@ -61,6 +66,35 @@ def refuse_if_lost(guard: NamespaceGuard | None) -> int | None:
         return EXIT_NAMESPACE_LOST
     if not state.verified:
         log.warning("%s", state.reason)
+    return None
+
+
+def open_namespace(url: str | None, namespace: str | None, guard: NamespaceGuard | None,
+                   stop: threading.Event, backoff: Backoff | None = None) -> RedisQueue | int | None:
+    """Wait until Redis serves, check the namespace (``refuse_if_lost``) and build its queue.
+
+    Returns the queue; or the exit code to refuse with (the namespace lost its data); or None
+    when ``stop`` was set while waiting. While Redis is unreachable, loading, or refuses the
+    start-up writes (``maxmemory``, a new namespace), it tries again with capped exponential
+    backoff (``backoff``; default 0.2 s doubling to 10 s), logging one line when it starts
+    waiting, one "still down" line at most every 15 s and one when Redis answers. Other errors
+    (a refused command, a bad URL) propagate."""
+    backoff = backoff or Backoff()
+    outage = OutageLog(log, f"worker start-up, waiting for Redis ({resolve(url, namespace).describe()})")
+    while not stop.is_set():
+        try:
+            refused = refuse_if_lost(guard)
+            if refused is not None:
+                return refused
+            queue = RedisQueue(url, namespace)
+        except Exception as e:
+            if not redis_unavailable(e):
+                raise
+            outage.failed(e)
+            stop.wait(backoff.next())
+            continue
+        outage.ok()
+        return queue
     return None
 
 

@@ -1,5 +1,9 @@
 """One worker process: a QueueProcessor in background mode until SIGTERM/SIGINT.
 
+Started while Redis is unreachable or refuses writes (``maxmemory``), it waits with capped
+exponential backoff and starts serving when Redis answers; once running, each of its loops
+rides out a Redis outage on its own (``stabilize_redis.queue.consumer``).
+
 On the signal it stops reading, lets in-flight messages finish (up to the grace period) and
 exits; anything still unfinished stays pending and another worker reclaims it after the
 visibility timeout.
@@ -20,7 +24,7 @@ from typing import Any
 from stabilize_redis.queue.processor import QueueProcessor
 from stabilize_redis.queue.redis_queue import RedisQueue
 from workers.app import load_registry
-from workers.guards import namespace_guard, refuse_if_lost, start_guards
+from workers.guards import namespace_guard, open_namespace, start_guards
 
 log = logging.getLogger("stabilize_redis.worker")
 
@@ -50,10 +54,18 @@ def configure_logging(level: str) -> None:
 
 
 def _start_checkpointer(queue: RedisQueue, settings: WorkerSettings) -> Any:
-    """The worker's checkpointer thread, or None (no DSN, or ``checkpoint`` off)."""
+    """The worker's checkpointer thread; with ``checkpoint`` off (or no DSN) the dirty-set
+    trimmer instead, which trims only while no checkpointer runs anywhere in the namespace;
+    None when that is turned off too."""
     if not settings.checkpoint:
+        from stabilize_redis.durability.dirty_cap import DirtyCap, DirtyCapSettings
+
         log.info("checkpointer disabled for this worker")
-        return None
+        cap = DirtyCap(queue.backend, DirtyCapSettings.from_env())
+        if cap.settings.every <= 0:
+            return None
+        cap.start()
+        return cap
     from stabilize_redis.durability.embedded import start_in_worker
 
     return start_in_worker(queue.backend, settings.dsn, settings.schema, checkpoint_settings(settings))
@@ -69,18 +81,16 @@ def checkpoint_settings(settings: WorkerSettings) -> Any:
 
 
 def run_worker(settings: WorkerSettings) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    """Run until SIGTERM/SIGINT; returns the process exit code: 0 after a clean stop,
+    ``EXIT_NAMESPACE_LOST`` when the namespace lost its Redis data. Raises ``AppLoadError`` for a
+    bad ``--app``.
+
+    A worker started while Redis is unreachable, loading or at ``maxmemory`` (refusing the
+    writes that create a new namespace) waits with capped exponential backoff, one log line per
+    state change, and starts serving once Redis answers (``guards.open_namespace``); a signal
+    meanwhile stops it cleanly. The lost-namespace check runs before each attempt."""
     configure_logging(settings.log_level)
     registry = load_registry(settings.app)
-    # Durability guards (workers/guards.py): refuse to start on a namespace that lost its data,
-    # checked before the backend is built (building it would re-create the marker).
-    guard = namespace_guard(settings.url, settings.namespace, settings.dsn, settings.schema)
-    refused = refuse_if_lost(guard)
-    if refused is not None:
-        return refused
-    queue = RedisQueue(settings.url, settings.namespace)
-    processor = QueueProcessor(queue, task_registry=registry, concurrency=settings.concurrency,
-                               visibility_timeout=settings.visibility_timeout)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -89,6 +99,18 @@ def run_worker(settings: WorkerSettings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # Durability guards (workers/guards.py): refuse to start on a namespace that lost its data,
+    # checked before the backend is built (building it would re-create the marker).
+    guard = namespace_guard(settings.url, settings.namespace, settings.dsn, settings.schema)
+    opened = open_namespace(settings.url, settings.namespace, guard, stop)
+    if opened is None:
+        log.info("worker pid %d stopped before Redis answered", os.getpid())
+        return 0
+    if isinstance(opened, int):
+        return opened
+    queue = opened
+    processor = QueueProcessor(queue, task_registry=registry, concurrency=settings.concurrency,
+                               visibility_timeout=settings.visibility_timeout)
     log.info("worker pid %d serving %s with tasks %s", os.getpid(), queue.backend.target.describe(),
              ", ".join(registry.list_tasks()) or "(none)")
     processor.start()

@@ -8,6 +8,8 @@ representable: anything else is rejected with an error naming the key path.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,29 +23,159 @@ from stabilize_redis.models.workflow import PausedDetails, Trigger, Workflow, Wo
 
 
 class StateEncodingError(ValueError):
-    """Context or outputs hold a value that is not plain data; the message names the key path."""
+    """A value that cannot be stored: not plain data, or plain data that msgpack, JSON or
+    PostgreSQL refuse. The message names the key path."""
 
 
-_SCALARS = (str, int, float, bool, type(None), bytes)
+MAX_DEPTH = 64
+"""Containers a stored value may nest, counting the top-level dict. The stored forms wrap a
+value in a few more levels (stage record, ancestors' lineage, event envelope, all under 10),
+so 64 keeps every encoding far from msgpack's limit of 512 and from the JSON decoders of
+Python, Lua cjson and PostgreSQL, and well inside the defaults of common JSON readers in
+other languages (100-128); no realistic state is deeper."""
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+"""Integers must fit in a signed 64-bit integer (msgpack, PostgreSQL bigint, JSON readers)."""
+
+_isfinite = math.isfinite
+
+_SIMPLE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
+
+
+class _Problem(Exception):
+    """Raised inside the walk; collects the path on the way out."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.parts: list[str] = []
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def _key_part(key: str) -> str:
+    return f".{key}" if _SIMPLE_KEY.fullmatch(key) else f"[{_short(repr(key))}]"
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (a NUL character, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "contains a NUL character (\\x00), which PostgreSQL cannot store"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "is not valid Unicode (a lone surrogate), so it cannot be UTF-8 encoded"
+    return None
+
+
+def storable_text(value: str) -> str:
+    """``value`` with what ``text_problem`` refuses escaped (for messages built from user text,
+    such as an exception's ``str``)."""
+    if text_problem(value) is None:
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _walk(value: Any, room: int) -> None:
+    """Raise _Problem unless ``value`` is storable plain data nesting at most ``room`` containers.
+    Recursion is bounded by ``room``, so input of any depth is safe. Exact built-in types take
+    the fast branches; subclasses are judged by what they are an instance of."""
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value or not value.isascii():
+            _check_text(value)
+    elif kind is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise _Problem(f"{_describe(value)} is outside the signed 64-bit integer range")
+    elif kind is float:
+        if not _isfinite(value):
+            raise _Problem(f"{value!r} is not a finite number (NaN and Infinity cannot be stored)")
+    elif value is None or kind is bool or kind is bytes:
+        return
+    elif kind is dict or kind is list or kind is tuple:
+        _walk_container(value, room)
+    else:
+        _walk_other(value, room)
+
+
+def _check_text(value: str) -> None:
+    problem = text_problem(value)
+    if problem is not None:
+        raise _Problem(f"string {_short(repr(value))} {problem}")
+
+
+def _walk_container(value: dict[Any, Any] | list[Any] | tuple[Any, ...], room: int) -> None:
+    if room <= 0:
+        raise _Problem(f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise _Problem(f"key {_describe(key)} is a {type(key).__name__}; keys must be strings")
+            if "\x00" in key or not key.isascii():
+                problem = text_problem(key)
+                if problem is not None:
+                    raise _Problem(f"key {_short(repr(key))} {problem}")
+            try:
+                _walk(item, room - 1)
+            except _Problem as p:
+                p.parts.append(_key_part(key))
+                raise
+        return
+    for i, item in enumerate(value):
+        try:
+            _walk(item, room - 1)
+        except _Problem as p:
+            p.parts.append(f"[{i}]")
+            raise
+
+
+def _walk_other(value: Any, room: int) -> None:
+    """Subclasses of the plain types (an IntEnum, a str or dict subclass) and everything else."""
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, bool | bytes):
+        return
+    elif isinstance(value, int):
+        _walk(int(value), room)
+    elif isinstance(value, float):
+        _walk(float(value), room)
+    elif isinstance(value, dict | list | tuple):
+        _walk_container(value, room)
+    else:
+        raise _Problem(f"value of type {type(value).__name__} is not msgpack/JSON-representable")
 
 
 def ensure_plain(value: Any, path: str) -> None:
-    """Raise StateEncodingError unless ``value`` is msgpack/JSON-representable plain data."""
-    if isinstance(value, _SCALARS):
+    """Raise StateEncodingError unless ``value`` is plain data every store accepts: dicts with
+    string keys, lists, tuples, str, bytes, bool, None, ints within the signed 64-bit range,
+    finite floats; no string or key holding NUL or a lone surrogate; at most ``MAX_DEPTH``
+    nested containers. The message is ``"<path><key path>: <reason>"``, e.g.
+    ``stage 'build': context.a.b[3]: nan is not a finite number ...``; it holds no NUL itself."""
+    try:
+        _walk(value, MAX_DEPTH)
+    except _Problem as p:
+        raise StateEncodingError(f"{path}{''.join(reversed(p.parts))}: {p.reason}") from None
+
+
+def ensure_text(value: Any, path: str, optional: bool = False) -> None:
+    """Raise StateEncodingError unless ``value`` is a string (or None when ``optional``) that
+    PostgreSQL and JSON can store."""
+    if value is None and optional:
         return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise StateEncodingError(f"{path}: key {key!r} is a {type(key).__name__}; keys must be strings")
-            ensure_plain(item, f"{path}.{key}")
-        return
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            ensure_plain(item, f"{path}[{i}]")
-        return
-    raise StateEncodingError(
-        f"{path}: value of type {type(value).__name__} is not msgpack/JSON-representable"
-    )
+    if not isinstance(value, str):
+        raise StateEncodingError(f"{path}: must be a string, not {type(value).__name__}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise StateEncodingError(f"{path}: {_short(repr(value))} {problem}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return _short(repr(value))
 
 
 def pack(value: Any) -> bytes:

@@ -15,6 +15,7 @@ from stabilize_redis.backend.codec import decode_stage, encode_stage
 from stabilize_redis.backend.layout import lay_out
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.backend.transition import Transition
+from stabilize_redis.durable_submit import SubmitNotDurable
 from stabilize_redis.handlers.start_stage import claim_ready_stage
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
@@ -28,8 +29,12 @@ def _event(wf: Workflow, kind: str, data: dict[str, Any]) -> str:
                        "data": data}, separators=(",", ":"))
 
 
-def launch(backend: RedisBackend, wf: Workflow, created_event: str) -> bool:
+def launch(backend: RedisBackend, wf: Workflow, created_event: str, *,
+           wait_replicas: tuple[int, float] | None = None) -> bool:
     """Store and start ``wf``; False (nothing written) if its id already exists.
+
+    ``wait_replicas=(n, timeout_s)``: also wait until ``n`` replicas have the write (Redis
+    ``WAIT``), else raise SubmitNotDurable (the workflow stays stored; a resubmit waits again).
 
     A workflow that cannot start right away the StartWorkflow way (already canceled, or past
     its ``start_time_expiry``) is stored NOT_STARTED with a StartWorkflow message instead, so
@@ -61,4 +66,11 @@ def launch(backend: RedisBackend, wf: Workflow, created_event: str) -> bool:
     else:
         fields = lay_out(wf)
         messages = [StartWorkflow(execution_id=wf.id, execution_type=wf.type.name)]
-    return backend.submit_many(wf.id, fields, messages, "launch", events) == 1
+    if wait_replicas is None:
+        return backend.submit_many(wf.id, fields, messages, "launch", events) == 1
+    replicas, timeout_s = wait_replicas
+    code, acked = backend.submit_replicated(wf.id, fields, messages, "launch", events, replicas,
+                                            max(1, int(timeout_s * 1000)))
+    if acked < replicas:
+        raise SubmitNotDurable(wf.id, f"{acked} of {replicas} replicas acknowledged within {timeout_s:g}s")
+    return code == 1

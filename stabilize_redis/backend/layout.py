@@ -14,7 +14,6 @@ from stabilize_redis.backend.codec import (
     StageRecord,
     decode_stage,
     encode_stage,
-    ensure_plain,
     meta_from_dict,
     meta_to_dict,
     pack,
@@ -31,6 +30,7 @@ from stabilize_redis.keys import (
 )
 from stabilize_redis.models.stage import JoinType, StageExecution
 from stabilize_redis.models.workflow import Workflow
+from stabilize_redis.validation import validate_storable
 
 
 def join_gate(stage: StageExecution, upstream_count: int) -> int:
@@ -45,11 +45,9 @@ def join_gate(stage: StageExecution, upstream_count: int) -> int:
 
 
 def validate_plain_data(wf: Workflow) -> None:
-    """Reject state that is not plain data, naming the stage and key path."""
-    ensure_plain(wf.context, "workflow.context")
-    for stage in wf.stages:
-        ensure_plain(stage.context, f"stage {stage.ref_id!r} context")
-        ensure_plain(stage.outputs, f"stage {stage.ref_id!r} outputs")
+    """Reject values that cannot be stored (WorkflowValidationError naming the stage and key
+    path); see ``validation.validate_storable``."""
+    validate_storable(wf)
 
 
 def _siblings_key(stage: StageExecution) -> tuple[str | None, str]:

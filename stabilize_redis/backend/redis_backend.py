@@ -14,7 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord, decode_stage, unpack
+import redis
+
+from stabilize_redis.backend.codec import StageRecord, decode_stage, ensure_plain, unpack
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
 from stabilize_redis.backend.transition import Transition
@@ -29,7 +31,7 @@ from stabilize_redis.keys import (
     stage_field,
     version_field,
 )
-from stabilize_redis.queue.messages import Message, new_message_id
+from stabilize_redis.queue.messages import Message, decode_message, new_message_id, payload_type
 
 log = logging.getLogger("stabilize_redis.backend")
 
@@ -42,9 +44,19 @@ class CommitOutcome:
     CONFLICT = "conflict"
 
 
+class MisroutedDeliveryError(RuntimeError):
+    """A delivery was to be acked through a workflow that does not live in the partition the
+    entry was read from; stream ids collide across streams, so the ack could delete an
+    unrelated entry of the workflow's own partition. Nothing was written or acked."""
+
+
 @dataclass(frozen=True)
 class Delivery:
-    """One delivered stream entry: where it came from and its raw payload."""
+    """One delivered stream entry: where it came from and its raw payload.
+
+    ``partition`` is the partition whose ready stream the entry was read from; every ack of the
+    entry names that stream (entry ids are unique per stream only). ``message_id`` and
+    ``payload`` are the entry's ``id`` and ``m`` fields, empty when the entry lacks them."""
 
     partition: int
     entry_id: str
@@ -77,6 +89,9 @@ class RedisBackend:
     """State and queue operations of one namespace on one Redis (or the embedded default)."""
 
     def __init__(self, target: Target, partitions: int | None = None) -> None:
+        """Connect and make sure the namespace exists (marker, consumer groups). Redis errors
+        propagate (a worker starting before Redis is up retries: ``workers/process.py``); on an
+        existing namespace nothing is written."""
         self.target = target
         # redis-py types replies as unions over every decode mode; this client always returns
         # bytes (decode_responses=False), so replies are handled as such.
@@ -88,23 +103,45 @@ class RedisBackend:
     # -- namespace ---------------------------------------------------------------------------
 
     def _ensure_namespace(self, partitions: int | None) -> int:
+        """The namespace's partition count, creating its meta hash (the marker) when missing.
+        Reads first and writes only what is missing, so that building a backend on an existing
+        namespace needs no write (it works while Redis refuses writes at ``maxmemory``)."""
         meta = NamespaceKeys(self.target.namespace, 0).meta
         wanted = partitions or DEFAULT_PARTITIONS
-        self.client.hsetnx(meta, "partitions", wanted)
-        self.client.hsetnx(meta, "created_at", int(time.time() * 1000))
-        stored = int(self.client.hget(meta, "partitions") or wanted)
+        raw, created = self.client.hmget(meta, ["partitions", "created_at"])
+        if raw is None or created is None:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hsetnx(meta, "partitions", wanted)
+            pipe.hsetnx(meta, "created_at", int(time.time() * 1000))
+            pipe.hget(meta, "partitions")
+            raw = pipe.execute()[-1]
+        stored = int(raw or wanted)
         if partitions is not None and stored != partitions:
             log.warning("namespace %s has %d partitions (fixed at creation); ignoring %d",
                         self.target.namespace, stored, partitions)
         return stored
 
-    def _ensure_groups(self) -> None:
+    def ensure_groups(self) -> None:
+        """Create the consumer group (and stream) of every partition that lacks one. Looks
+        first (XPENDING answers NOGROUP for a missing stream or group) and creates only what
+        is missing: no write on an existing namespace (``maxmemory``), and the consumer calls
+        it again when a read finds a group gone (Redis came back empty)."""
+        parts = self.keys.all_partitions()
         pipe = self.client.pipeline(transaction=False)
-        for part in self.keys.all_partitions():
+        for part in parts:
+            pipe.xpending(part.ready, CONSUMER_GROUP)
+        missing = [part for part, result in zip(parts, pipe.execute(raise_on_error=False), strict=True)
+                   if isinstance(result, Exception)]
+        if not missing:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for part in missing:
             pipe.xgroup_create(part.ready, CONSUMER_GROUP, id="0", mkstream=True)
         for result in pipe.execute(raise_on_error=False):
             if isinstance(result, Exception) and "BUSYGROUP" not in str(result):
                 raise result
+
+    _ensure_groups = ensure_groups  # the name callers used before it was public
 
     def part(self, workflow_id: str) -> PartitionKeys:
         return self.keys.for_workflow(workflow_id)
@@ -161,8 +198,15 @@ class RedisBackend:
         return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]))
 
     def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None) -> str:
-        """Apply a transition atomically with the dedup record and ack of ``delivery``."""
+        """Apply a transition atomically with the dedup record and ack of ``delivery``.
+
+        Raises MisroutedDeliveryError (writing and acking nothing) when ``delivery`` was read
+        from a partition other than the workflow's: the ack must name the stream it came from."""
         part = self.part(transition.workflow_id)
+        if delivery is not None and delivery.partition != part.index:
+            raise MisroutedDeliveryError(
+                f"entry {delivery.entry_id} was read from partition {delivery.partition}, but workflow "
+                f"{transition.workflow_id!r} lives in partition {part.index}; refusing to commit it")
         args = transition.to_script_args(
             message.message_id or "" if message is not None else "",
             delivery.entry_id if delivery is not None else "",
@@ -189,6 +233,23 @@ class RedisBackend:
     def submit_many(self, workflow_id: str, fields: dict[str, bytes], messages: Sequence[Message],
                     mode: str, events: Sequence[str]) -> int:
         """``submit`` with several start messages and events (``lua/submit.lua``)."""
+        keys, args = self._submit_call(workflow_id, fields, messages, mode, events)
+        return int(self.scripts.submit(keys=keys, args=args)[0])
+
+    def submit_replicated(self, workflow_id: str, fields: dict[str, bytes], messages: Sequence[Message],
+                          mode: str, events: Sequence[str], replicas: int, timeout_ms: int) -> tuple[int, int]:
+        """``submit_many``, then ``WAIT replicas timeout_ms`` on the same connection (WAIT
+        covers the writes of the connection that issues it). Returns (submit code, number of
+        replicas that acknowledged every write of this connection so far)."""
+        keys, args = self._submit_call(workflow_id, fields, messages, mode, events)
+        pipe = self.client.pipeline(transaction=False)
+        self.scripts.submit(keys=keys, args=args, client=pipe)
+        pipe.wait(replicas, timeout_ms)
+        code, acked = pipe.execute()
+        return int(code[0]), int(acked)
+
+    def _submit_call(self, workflow_id: str, fields: dict[str, bytes], messages: Sequence[Message],
+                     mode: str, events: Sequence[str]) -> tuple[list[str], list[Any]]:
         part = self.part(workflow_id)
         keys = [part.workflow(workflow_id), part.ready, part.delayed, part.delayed_payloads,
                 part.workflows, part.dirty, part.events(workflow_id)]
@@ -198,7 +259,7 @@ class RedisBackend:
                            json.dumps(list(events))]
         for name, value in fields.items():
             args += [name, value]
-        return int(self.scripts.submit(keys=keys, args=args)[0])
+        return keys, args
 
     def load_hash(self, workflow_id: str) -> dict[bytes, bytes]:
         """Every field of a workflow's hash (not for the hot path)."""
@@ -222,11 +283,18 @@ class RedisBackend:
     # -- queue -------------------------------------------------------------------------------
 
     def push(self, message: Message, delay_seconds: float = 0.0) -> None:
-        """Enqueue a message outside any transition (clients, operators, Orchestrator)."""
+        """Enqueue a message outside any transition (clients, operators, Orchestrator).
+
+        A message no worker could take is refused here, with a ValueError naming the field,
+        instead of being dead-lettered later: values the stores refuse (``ensure_plain``), or
+        a payload ``decode_message`` would reject (too large, too deep, a field of the wrong
+        type)."""
         if message.message_id is None:
             message.message_id = new_message_id()
+        ensure_plain(message.to_dict(), type(message).__name__)
         part = self.part(message.workflow_id)
         payload = message.encode()
+        decode_message(payload)
         if delay_seconds <= 0:
             self.client.xadd(part.ready, {"id": message.message_id, "m": payload})
             return
@@ -251,20 +319,40 @@ class RedisBackend:
                                     fields.get(b"m") or b""))
         return out
 
-    def promote(self, limit: int = 500) -> float | None:
-        """Move due delayed messages of every partition to ready; the earliest remaining due
-        time (epoch seconds), or None when nothing is delayed."""
+    def promote(self, limit: int = 500, partitions: Iterable[int] | None = None,
+                failures: dict[int, Exception] | None = None) -> float | None:
+        """Move due delayed messages of the partitions (default: all) to ready; the earliest
+        remaining due time (epoch seconds) of those that answered, or None when none has a
+        delayed message. One round trip; each partition's script runs on its own, so one that
+        fails (Redis at ``maxmemory`` refuses the XADD, a damaged key) does not stop the others.
+        Its error is stored in ``failures`` by partition index when given, else the first one is
+        raised once every partition was tried. A connection error raises in any case."""
+        parts = [self.keys.partition(i) for i in partitions] if partitions is not None \
+            else self.keys.all_partitions()
+        if not parts:
+            return None
         pipe = self.client.pipeline(transaction=False)
-        for part in self.keys.all_partitions():
+        for part in parts:
             self.scripts.promote_delayed(
                 keys=[part.delayed, part.delayed_payloads, part.ready, part.done],
                 args=[limit, DEDUP_RETENTION_MS], client=pipe)
-        dues = [int(r[1]) for r in pipe.execute() if int(r[1]) >= 0]
+        dues: list[int] = []
+        errors: dict[int, Exception] = {}
+        for part, result in zip(parts, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(result, Exception):
+                errors[part.index] = result
+            elif int(result[1]) >= 0:
+                dues.append(int(result[1]))
+        if failures is not None:
+            failures.update(errors)
+        elif errors:
+            raise next(iter(errors.values()))
         return min(dues) / 1000.0 if dues else None
 
     def reschedule(self, delivery: Delivery, message: Message, delay_seconds: float, error: str,
                    max_attempts: int = 10) -> bool:
-        """Hand a failed message back after a delay; True if it was dead-lettered instead."""
+        """Hand a failed message back after a delay, acking the entry in the stream it was read
+        from; True if it was dead-lettered instead."""
         part = self.keys.partition(delivery.partition)
         nxt = message.copy_with_attempts(message.attempts + 1)
         nxt.message_id = message.message_id
@@ -275,15 +363,22 @@ class RedisBackend:
                   int(delay_seconds * 1000), nxt.attempts, max_attempts, error])
         return int(code) == 2
 
-    def dead_letter(self, delivery: Delivery, reason: str, error: str) -> None:
+    def dead_letter(self, delivery: Delivery, reason: str, error: str, *,
+                    unless_processed: bool = False) -> bool:
+        """Move ``delivery`` to the dead-letter stream of the partition it was read from,
+        atomically with its ack there (``lua/dead_letter.lua``). With ``unless_processed``, a
+        message whose id is in that partition's dedup record is only acked (a redelivered
+        duplicate). True when dead-lettered."""
         part = self.keys.partition(delivery.partition)
-        self.scripts.dead_letter(
-            keys=[part.ready, part.dead],
+        code = self.scripts.dead_letter(
+            keys=[part.ready, part.dead, part.done],
             args=[delivery.entry_id, CONSUMER_GROUP, delivery.message_id, delivery.payload, reason,
-                  delivery.delivered, error])
+                  delivery.delivered, error, "1" if unless_processed else "0"])
+        return int(code) == 1
 
     def heartbeat(self, consumer: str, deliveries: Iterable[Delivery]) -> None:
-        """Reset the idle time of in-flight entries so no other worker reclaims them."""
+        """Reset the idle time of in-flight entries so no other worker reclaims them (XCLAIM,
+        which Redis allows at ``maxmemory``). Raises the first error after trying every partition."""
         by_part: dict[int, list[str]] = {}
         for d in deliveries:
             by_part.setdefault(d.partition, []).append(d.entry_id)
@@ -292,29 +387,47 @@ class RedisBackend:
         pipe = self.client.pipeline(transaction=False)
         for index, ids in by_part.items():
             pipe.xclaim(self.keys.partition(index).ready, CONSUMER_GROUP, consumer, 0, ids, justid=True)
-        pipe.execute()
+        # Every partition is tried before an error is raised: one failing keeps no other
+        # partition's entries from being heartbeated.
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, Exception):
+                raise result
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int = 100) -> list[Delivery]:
-        """Take over entries idle past the visibility timeout (their worker died)."""
+        """Take over entries idle past the visibility timeout (their worker died).
+
+        Partitions are independent: one whose commands fail (a missing group, a damaged key)
+        is skipped and the others are still reclaimed; after a connection error the rest are
+        left for the next pass. Claimed entries are always returned (they are pending under
+        ``consumer`` now); the first error is raised only when nothing was claimed."""
         out: list[Delivery] = []
+        first_error: redis.RedisError | None = None
         for part in self.keys.all_partitions():
-            reply = self.client.xautoclaim(part.ready, CONSUMER_GROUP, consumer, min_idle_ms,
-                                           "0-0", count=count)
-            entries = reply[1]
-            if not entries:
-                continue
-            ids = [e[0] for e in entries if e[1] is not None]
-            counts: dict[bytes, int] = {}
-            if ids:
-                for p in self.client.xpending_range(part.ready, CONSUMER_GROUP, min=ids[0], max=ids[-1],
-                                                    count=len(ids) + 10):
-                    counts[p["message_id"]] = int(p["times_delivered"])
-            for entry_id, fields in entries:
-                if fields is None:
-                    continue
-                out.append(Delivery(part.index, entry_id.decode(), (fields.get(b"id") or b"").decode(),
-                                    fields.get(b"m") or b"", counts.get(entry_id, 2)))
+            try:
+                out += self._reclaim_partition(part, consumer, min_idle_ms, count)
+            except redis.RedisError as e:
+                first_error = first_error or e
+                if not isinstance(e, redis.ResponseError):
+                    break
+        if first_error is not None and not out:
+            raise first_error
         return out
+
+    def _reclaim_partition(self, part: PartitionKeys, consumer: str, min_idle_ms: int,
+                           count: int) -> list[Delivery]:
+        reply = self.client.xautoclaim(part.ready, CONSUMER_GROUP, consumer, min_idle_ms, "0-0", count=count)
+        entries = reply[1]
+        if not entries:
+            return []
+        ids = [e[0] for e in entries if e[1] is not None]
+        counts: dict[bytes, int] = {}
+        if ids:
+            for p in self.client.xpending_range(part.ready, CONSUMER_GROUP, min=ids[0], max=ids[-1],
+                                                count=len(ids) + 10):
+                counts[p["message_id"]] = int(p["times_delivered"])
+        return [Delivery(part.index, entry_id.decode(), (fields.get(b"id") or b"").decode(),
+                         fields.get(b"m") or b"", counts.get(entry_id, 2))
+                for entry_id, fields in entries if fields is not None]
 
     # -- inspection ----------------------------------------------------------------------------
 
@@ -353,10 +466,7 @@ class RedisBackend:
         for part in self.keys.all_partitions():
             for entry_id, fields in self.client.xrange(part.dead, count=limit):
                 f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
-                try:
-                    kind = json.loads(f.get("m", "")).get("type")
-                except (ValueError, AttributeError):
-                    kind = None
+                kind = payload_type(fields.get(b"m") or b"")
                 out.append({
                     "id": f"{part.index}/{entry_id.decode()}", "partition": part.index,
                     "message_id": f.get("id", ""), "type": kind, "payload": f.get("m", ""),
@@ -366,21 +476,31 @@ class RedisBackend:
         return out[:limit]
 
     def replay_dead(self, partition: int, dead_id: str) -> bool:
-        """Move one dead letter back to its partition's ready stream with attempts reset."""
+        """Move one dead letter back to the ready stream of its workflow's partition with
+        attempts reset. A letter that sat in the wrong partition goes to the right one in two
+        steps (enqueue there, then drop the letter): a crash between them leaves the letter
+        for a second replay, and the message id dedups the copy that runs second."""
         part = self.keys.partition(partition)
         found = self.client.xrange(part.dead, dead_id, dead_id)
         if not found:
             return False
         fields = found[0][1]
         payload = fields.get(b"m") or b""
+        message_id = fields.get(b"id") or b""
+        home = partition
         try:
             data = json.loads(payload)
             data["attempts"] = 0
             payload = json.dumps(data, separators=(",", ":")).encode()
-        except ValueError:
+            if isinstance(data.get("execution_id"), str) and data["execution_id"]:
+                home = self.part(data["execution_id"]).index
+        except (ValueError, TypeError, RecursionError, AttributeError):  # undecodable: replayed as it is
             pass
+        if home != partition:
+            self.client.xadd(self.keys.partition(home).ready, {"id": message_id, "m": payload})
+            return int(self.client.xdel(part.dead, dead_id)) == 1
         return int(self.scripts.replay_dead(keys=[part.dead, part.ready],
-                                            args=[dead_id, payload, fields.get(b"id") or b""])) == 1
+                                            args=[dead_id, payload, message_id])) == 1
 
     def purge_dead(self) -> int:
         pipe = self.client.pipeline(transaction=False)

@@ -54,6 +54,11 @@ class PartitionLeases:
         self._order = [(start + k) % n for k in range(n)]
         self._refreshed = float("-inf")
 
+    @property
+    def refreshed_at(self) -> float:
+        """``time.monotonic()`` of the last refresh that talked to Redis (-inf: none yet)."""
+        return self._refreshed
+
     def _call(self, op: str, partitions: list[int]) -> list[bool]:
         script = self.backend.scripts.checkpoint_lease
         ttl_ms = int(self.ttl * 1000)
@@ -110,4 +115,12 @@ class PartitionLeases:
         self.held = set()
         self._refreshed = float("-inf")
         self._call("release", held)
+        self._census("leave")
+
+    def release_all(self) -> None:
+        """Give up every lease of the namespace this owner holds, whatever ``held`` says (another
+        thread may be inside ``refresh``), and leave the census. For a watchdog retiring an
+        owner whose thread is stuck."""
+        self.held = set()
+        self._call("release", list(range(self.backend.keys.partitions)))
         self._census("leave")

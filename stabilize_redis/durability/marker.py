@@ -169,11 +169,9 @@ class MarkerWatch(PeriodicThread):
         super().start()
 
     def tick(self) -> bool:
-        try:
-            state = self.guard.check()
-        except Exception as e:  # noqa: BLE001 - Redis down: not a loss, check again later
-            log.debug("namespace check failed (%s); retrying", e)
-            return False
+        # A Redis error is not a loss: PeriodicThread reports it (one line per state change)
+        # and the check runs again next interval.
+        state = self.guard.check()
         if state.lost:
             self.on_lost(state)
             return True

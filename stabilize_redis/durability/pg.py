@@ -5,6 +5,32 @@ the password belongs in it, in ``PGPASSWORD`` or in a ``.pgpass`` file, never in
 table lives in one schema, from ``--schema`` or ``STABILIZE_POSTGRES_SCHEMA`` (default
 ``stabilize_redis``), so several deployments can share one database.
 
+**No connection can hang for ever** (``PgTimeouts``; seconds, from the environment; 0 turns
+one off; a parameter the DSN itself sets wins, and ``options`` from the DSN or ``PGOPTIONS``
+are kept after ours):
+
+=========================================  =======  =============================================
+``STABILIZE_POSTGRES_CONNECT_TIMEOUT``     5        connection attempt (and never longer than the
+                                                    pool timeout of the caller)
+``STABILIZE_POSTGRES_STATEMENT_TIMEOUT``   30       server-side ``statement_timeout``
+``STABILIZE_POSTGRES_IDLE_TX_TIMEOUT``     60       server-side
+                                                    ``idle_in_transaction_session_timeout``
+``STABILIZE_POSTGRES_KEEPALIVES_IDLE``     10       TCP keepalives: first probe after this idle
+``STABILIZE_POSTGRES_KEEPALIVES_INTERVAL`` 5        ... then one probe every this many seconds
+``STABILIZE_POSTGRES_KEEPALIVES_COUNT``    3        ... the connection is dead after this many
+``STABILIZE_POSTGRES_TCP_USER_TIMEOUT``    30       unacknowledged data for this long kills the
+                                                    connection (``tcp_user_timeout``)
+``STABILIZE_POSTGRES_CHECK_TIMEOUT``       2        the check of a connection taken from the
+                                                    pool (one empty query) must answer in time
+=========================================  =======  =============================================
+
+So a black-holed socket errors out client-side: a query whose bytes are not acknowledged after
+``tcp_user_timeout``, a query waiting on a silent peer after ``idle + interval * count`` (25 s),
+and a statement the server runs too long after ``statement_timeout``. A hang the kernel cannot
+see (a proxy that accepts bytes and forwards nothing) is the checkpointer watchdog's job
+(``durability.watchdog``). The pool (``durability.pool.FencedPool``) checks connections with a
+bounded round trip.
+
 This module imports psycopg only when a pool is made, so callers can resolve settings (and
 learn that none are configured) without the ``postgres`` extra installed.
 """
@@ -15,7 +41,10 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from stabilize_redis.config import env_float, env_int
+from stabilize_redis.redaction import redact
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -27,8 +56,6 @@ SCHEMA_ENV = "STABILIZE_POSTGRES_SCHEMA"
 DEFAULT_SCHEMA = "stabilize_redis"
 
 _SCHEMA = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_URL_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^:@/]*:)(?P<pw>[^@]*)(?P<tail>@.*)$", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 class PostgresNotConfigured(RuntimeError):
@@ -86,32 +113,98 @@ def require_settings(dsn: str | None = None, schema: str | None = None) -> PgSet
 
 
 def redact_dsn(dsn: str) -> str:
-    """The DSN with its password replaced by ``***`` (URL and key=value forms)."""
-    match = _URL_PASSWORD.match(dsn)
-    if match:
-        return f"{match.group('head')}***{match.group('tail')}"
-    return _KV_PASSWORD.sub(lambda m: f"{m.group(1)}***", dsn)
+    """The DSN with every credential replaced by ``***`` (``stabilize_redis.redaction``)."""
+    return redact(dsn)
+
+
+CONNECT_TIMEOUT_ENV = "STABILIZE_POSTGRES_CONNECT_TIMEOUT"
+STATEMENT_TIMEOUT_ENV = "STABILIZE_POSTGRES_STATEMENT_TIMEOUT"
+IDLE_TX_TIMEOUT_ENV = "STABILIZE_POSTGRES_IDLE_TX_TIMEOUT"
+KEEPALIVES_IDLE_ENV = "STABILIZE_POSTGRES_KEEPALIVES_IDLE"
+KEEPALIVES_INTERVAL_ENV = "STABILIZE_POSTGRES_KEEPALIVES_INTERVAL"
+KEEPALIVES_COUNT_ENV = "STABILIZE_POSTGRES_KEEPALIVES_COUNT"
+TCP_USER_TIMEOUT_ENV = "STABILIZE_POSTGRES_TCP_USER_TIMEOUT"
+CHECK_TIMEOUT_ENV = "STABILIZE_POSTGRES_CHECK_TIMEOUT"
+
+
+@dataclass(frozen=True)
+class PgTimeouts:
+    """Bounds on every PostgreSQL connection of a pool (seconds; 0 turns one off; see the module
+    docstring for what each one bounds and its environment variable)."""
+
+    connect: float = 5.0
+    statement: float = 30.0
+    idle_in_transaction: float = 60.0
+    keepalives_idle: float = 10.0
+    keepalives_interval: float = 5.0
+    keepalives_count: int = 3
+    tcp_user_timeout: float = 30.0
+    check: float = 2.0
+
+    @classmethod
+    def from_env(cls) -> PgTimeouts:
+        d = cls()
+        return cls(
+            connect=env_float(CONNECT_TIMEOUT_ENV, d.connect),
+            statement=env_float(STATEMENT_TIMEOUT_ENV, d.statement),
+            idle_in_transaction=env_float(IDLE_TX_TIMEOUT_ENV, d.idle_in_transaction),
+            keepalives_idle=env_float(KEEPALIVES_IDLE_ENV, d.keepalives_idle),
+            keepalives_interval=env_float(KEEPALIVES_INTERVAL_ENV, d.keepalives_interval),
+            keepalives_count=env_int(KEEPALIVES_COUNT_ENV, d.keepalives_count),
+            tcp_user_timeout=env_float(TCP_USER_TIMEOUT_ENV, d.tcp_user_timeout),
+            check=env_float(CHECK_TIMEOUT_ENV, d.check),
+        )
+
+    def connection_kwargs(self, dsn: str, pool_timeout: float) -> dict[str, Any]:
+        """libpq parameters to add to ``dsn``: those it does not set itself, and ``options``
+        holding the server-side timeouts followed by the DSN's (or ``PGOPTIONS``') own."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        given = conninfo_to_dict(dsn)
+        wanted: dict[str, Any] = {}
+        connect = [x for x in (self.connect, pool_timeout) if x > 0]
+        if connect:
+            wanted["connect_timeout"] = max(1, round(min(connect)))
+        if self.keepalives_idle > 0:
+            wanted.update(keepalives=1, keepalives_idle=max(1, round(self.keepalives_idle)),
+                          keepalives_interval=max(1, round(self.keepalives_interval)),
+                          keepalives_count=max(1, self.keepalives_count))
+        if self.tcp_user_timeout > 0:
+            wanted["tcp_user_timeout"] = round(self.tcp_user_timeout * 1000)
+        out = {k: v for k, v in wanted.items() if k not in given}
+        server = [f"-c {name}={round(seconds * 1000)}"
+                  for name, seconds in (("statement_timeout", self.statement),
+                                        ("idle_in_transaction_session_timeout", self.idle_in_transaction))
+                  if seconds > 0]
+        theirs = str(given.get("options") or os.environ.get("PGOPTIONS") or "")
+        if server:
+            out["options"] = " ".join([*server, theirs]).strip()
+        return out
 
 
 def make_pool(dsn: str, *, name: str = "stabilize-redis", min_size: int = 1, max_size: int = 4,
-              timeout: float = 5.0, reconnect_timeout: float = 5.0) -> ConnectionPool:
-    """An opened psycopg 3 ``ConnectionPool`` that does not wait for Postgres to answer.
+              timeout: float = 5.0, reconnect_timeout: float = 5.0,
+              timeouts: PgTimeouts | None = None) -> ConnectionPool:
+    """An opened ``durability.pool.FencedPool`` that does not wait for Postgres to answer.
 
-    Connections are checked when taken (a connection broken by a Postgres restart is replaced),
-    ``timeout`` bounds how long ``pool.connection()`` waits before raising ``PoolTimeout``, and
-    a short ``reconnect_timeout`` makes the pool start a fresh connection attempt soon after an
-    outage ends. The pool's own per-attempt warnings are lowered to ERROR when the
-    ``psycopg.pool`` logger has no level set: callers report outages themselves, once.
+    Connections carry the bounds of ``timeouts`` (default ``PgTimeouts.from_env()``) and are
+    checked when taken by a bounded round trip (a connection broken by a Postgres restart, or
+    gone silent, is replaced); ``timeout`` bounds how long ``pool.connection()`` waits before
+    raising ``PoolTimeout``, and a short ``reconnect_timeout`` makes the pool start a fresh
+    connection attempt soon after an outage ends. The pool's own per-attempt warnings are
+    lowered to ERROR when the ``psycopg.pool`` logger has no level set: callers report outages
+    themselves, once.
     """
-    from psycopg_pool import ConnectionPool
+    from stabilize_redis.durability.pool import FencedPool
 
+    bounds = timeouts or PgTimeouts.from_env()
     pool_log = logging.getLogger("psycopg.pool")
     if pool_log.level == logging.NOTSET:
         pool_log.setLevel(logging.ERROR)
-    pool = ConnectionPool(dsn, min_size=min_size, max_size=max_size, timeout=timeout, name=name,
-                          reconnect_timeout=reconnect_timeout, open=False,
-                          check=ConnectionPool.check_connection,
-                          kwargs={"connect_timeout": max(1, int(timeout)), "application_name": name})
+    check = bounds.check if bounds.check > 0 else timeout
+    pool = FencedPool(dsn, check_timeout=check, min_size=min_size, max_size=max_size, timeout=timeout,
+                      name=name, reconnect_timeout=reconnect_timeout, open=False,
+                      kwargs={**bounds.connection_kwargs(dsn, timeout), "application_name": name})
     pool.open(wait=False)
     return pool
 

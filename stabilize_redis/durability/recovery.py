@@ -11,9 +11,10 @@ stalled only when all of these hold:
   its submit time, by the Redis clock);
 * no message anywhere references it: not in the ready stream (which still holds every entry a
   worker is handling, until its commit acks it, so in-flight work counts), not delayed, not in
-  the outbox, and not dead-lettered (dead letters are the operator's to replay). The streams and
-  the delayed set are read twice in opposite orders, so a message moving between them (promoted
-  or rescheduled) while they are read is still seen;
+  the outbox, and not dead-lettered (dead letters are the operator's to replay; an
+  ``unknown_target`` letter names a stage or task the workflow does not have, so it does not
+  count). The streams and the delayed set are read twice in opposite orders, so a message
+  moving between them (promoted or rescheduled) while they are read is still seen;
 * its version did not move between the scan and the push: ``lua/recover_workflow.lua``
   enqueues the planned messages only if ``ver`` is unchanged and this version was not just
   recovered by another sweep (a guard key with a TTL).
@@ -91,7 +92,7 @@ def _payload_workflow(payload: bytes | None) -> str | None:
         return None
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     wid = data.get("execution_id") if isinstance(data, dict) else None
     return wid if isinstance(wid, str) else None
@@ -111,6 +112,8 @@ class _Refs:
         while True:
             entries = self.client.xrange(key, start, "+", count=self.page)
             for _, fields in entries:
+                if fields.get(b"reason") == b"unknown_target":  # names nothing of its workflow
+                    continue
                 wid = _payload_workflow(fields.get(b"m"))
                 if wid:
                     found.add(wid)
@@ -251,8 +254,5 @@ class StallSweeper(PeriodicThread):
         return self.last
 
     def tick(self) -> bool:
-        try:
-            self.run_once()
-        except Exception as e:  # noqa: BLE001 - Redis down or similar: try next interval
-            log.warning("stalled-workflow sweep failed: %s", e)
+        self.run_once()  # an error: reported by PeriodicThread (once per state change), tried next interval
         return False

@@ -63,6 +63,7 @@ class RestoreReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     marker_recreated: bool = False
     seconds: float = 0.0
+    restored_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"namespace": self.namespace, "partitions": self.partitions, "examined": self.examined,
@@ -153,6 +154,24 @@ def restore_namespace(client: Any, store: SnapshotStore, *, batch_size: int = 20
     return report
 
 
+def restore_snapshots(client: Any, keys: NamespaceKeys, rows: Iterable[SnapshotRow]) -> RestoreReport:
+    """Restore the given snapshots (one ``restore_workflow`` call each, in one round trip),
+    exactly as ``restore_namespace`` restores a whole namespace, but touching nothing else (no
+    groups, no marker): for a reconciliation that found single workflows lost. Snapshots that
+    cannot be decoded are reported in ``failed``."""
+    report = RestoreReport(keys.namespace, keys.partitions)
+    planned: list[_Planned] = []
+    for row in rows:
+        report.examined += 1
+        try:
+            planned.append(_plan(row))
+        except (ValueError, KeyError, TypeError) as e:
+            report.failed.append((row.id, str(e)))
+    if planned:
+        _write(client, client.register_script(script_source("restore_workflow")), keys, planned, report)
+    return report
+
+
 def _write(client: Any, script: Script, keys: NamespaceKeys, planned: list[_Planned],
            report: RestoreReport) -> None:
     now = int(time.time() * 1000)
@@ -172,6 +191,7 @@ def _write(client: Any, script: Script, keys: NamespaceKeys, planned: list[_Plan
     for p, reply in zip(planned, execute(client, build, [script]), strict=True):
         if int(reply[0]) == 1:
             report.restored += 1
+            report.restored_ids.append(p.row.id)
             report.messages += len(p.messages)
             log.debug("restore: workflow %s at version %d (%d messages)", p.row.id, p.row.version,
                       len(p.messages))

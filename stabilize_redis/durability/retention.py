@@ -12,7 +12,7 @@ never dropped. Reads then fall back to Postgres (``RedisWorkflowStore.retrieve``
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from stabilize_redis.backend.codec import unpack
@@ -48,9 +48,11 @@ def _evictable(backend: RedisBackend, partition: int, ids: list[str], cutoff_ms:
 
 
 def sweep(backend: RedisBackend, partitions: Iterable[int], retention: float, *, page: int = 500,
-          now_ms: int | None = None) -> int:
+          now_ms: int | None = None, check: Callable[[], None] | None = None) -> int:
     """Evict, in ``partitions``, every complete workflow that ended more than ``retention``
-    seconds ago and is fully checkpointed; returns how many were evicted."""
+    seconds ago and is fully checkpointed; returns how many were evicted. ``check`` is called
+    before each round trip that evicts; it raises to stop the sweep (the checkpointer's fence:
+    an abandoned pass evicts nothing more)."""
     cutoff = (now_ms if now_ms is not None else int(time.time() * 1000)) - int(retention * 1000)
     script = backend.scripts.evict
     statuses = "," + ",".join(TERMINAL_STATUSES) + ","
@@ -64,6 +66,8 @@ def sweep(backend: RedisBackend, partitions: Iterable[int], retention: float, *,
             chosen = _evictable(backend, i, ids, cutoff) if ids else []
             done = 0
             if chosen:
+                if check is not None:
+                    check()
 
                 def build(pipe: Any, chosen: list[tuple[str, int]] = chosen, part: PartitionKeys = part) -> None:
                     for wid, version in chosen:

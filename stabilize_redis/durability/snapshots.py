@@ -2,9 +2,16 @@
 
 A snapshot is every field of a workflow's Redis hash (``HGETALL``) except the checkpointer's
 own bookkeeping (``ckpt``, ``ckpt_ev``), packed as one msgpack map of bytes to bytes; its
-``version`` is the hash's ``ver``. ``SnapshotStore.upsert_many`` only ever replaces a stored
-snapshot with a strictly newer version, so checkpointers racing on one workflow, or a slow one
-writing late, can never roll it back. Archiving events is idempotent (unique ``event_id``).
+``version`` is the hash's ``ver`` and its ``epoch`` the partition's epoch it was checkpointed in
+(``durability.epochs``). A stored snapshot is only ever replaced by one strictly newer in
+``(epoch, version)`` order, so checkpointers racing on one workflow, or a slow one writing late,
+can never roll it back, and a Redis rollback that reuses version numbers cannot leave a stale
+one in place. Archiving events is idempotent (unique ``event_id``).
+
+``write_checkpoint`` is the checkpointer's write: one transaction that first claims the
+partitions' lives (``Lives.claim``) and stamps their epoch, then writes every workflow it can.
+A workflow PostgreSQL refuses (``quarantine.is_data_error``) is isolated in a savepoint of its
+own and reported, so it never holds back the rest of the batch (``durability.quarantine``).
 
 Listing (``list``) reflects what has been checkpointed: it may trail Redis by the checkpoint
 interval for workflows still running.
@@ -14,19 +21,20 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgpack
-from psycopg import sql
+from psycopg import Cursor, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from stabilize_redis.backend.codec import unpack
 from stabilize_redis.backend.layout import workflow_from_hash
 from stabilize_redis.durability.pg import DEFAULT_SCHEMA, make_pool, validate_schema
+from stabilize_redis.durability.quarantine import DATA_ERRORS, describe
 from stabilize_redis.keys import (
     CHECKPOINT_EVENT_FIELD,
     CHECKPOINT_VERSION_FIELD,
@@ -36,6 +44,8 @@ from stabilize_redis.keys import (
 )
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
+
+T = TypeVar("T")
 
 BOOKKEEPING_FIELDS = frozenset({CHECKPOINT_VERSION_FIELD.encode(), CHECKPOINT_EVENT_FIELD.encode()})
 """Hash fields that belong to the checkpointer, not to the workflow: never in a snapshot."""
@@ -77,18 +87,21 @@ class SnapshotRow:
     start_time: int | None = None
     end_time: int | None = None
     updated_at: datetime | None = None
+    epoch: int = 0
 
     @classmethod
     def from_hash(cls, namespace: str, workflow_id: str, partition: int,
                   raw: dict[bytes, bytes]) -> SnapshotRow:
         """The row for a workflow hash as read from Redis (HGETALL). Raises KeyError when the
-        hash has no ``meta`` or ``ver``."""
+        hash has no ``meta`` or ``ver``, ValueError when a listed column has the wrong type."""
         meta = unpack(raw[META_FIELD.encode()])
-        return cls(namespace=namespace, id=workflow_id, application=meta.get("application") or "",
-                   name=meta.get("name") or "", status=meta["status"], partition=partition,
-                   version=int(raw[WORKFLOW_VERSION_FIELD.encode()]), snapshot=pack_snapshot(raw),
-                   pipeline_config_id=meta.get("pipeline_config_id"), start_time=meta.get("start"),
-                   end_time=meta.get("end"))
+        if not isinstance(meta, dict):
+            raise ValueError(f"meta is a {type(meta).__name__}, not a map")
+        return cls(namespace=namespace, id=workflow_id, application=_column(meta, "application", str) or "",
+                   name=_column(meta, "name", str) or "", status=_column(meta, "status", str, required=True),
+                   partition=partition, version=int(raw[WORKFLOW_VERSION_FIELD.encode()]),
+                   snapshot=pack_snapshot(raw), pipeline_config_id=_column(meta, "pipeline_config_id", str),
+                   start_time=_column(meta, "start", int), end_time=_column(meta, "end", int))
 
     def fields(self) -> dict[bytes, bytes]:
         """The workflow hash fields this snapshot holds."""
@@ -102,6 +115,34 @@ class SnapshotRow:
         return wf
 
 
+def _column(meta: dict[str, Any], name: str, kind: type, required: bool = False) -> Any:
+    """``meta[name]`` if it is a ``kind`` (bool is not an int here) or None; ValueError otherwise."""
+    value = meta.get(name)
+    if value is None:
+        if required:
+            raise KeyError(name)
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"meta field {name!r} is a {type(value).__name__}, expected {kind.__name__}")
+    return value
+
+
+@dataclass
+class CheckpointResult:
+    """What ``write_checkpoint`` did: snapshots written, events newly archived, workflows
+    refused (id -> reason) and the epoch stamped per partition written (partitions left out
+    were not written: their life changed)."""
+
+    written: int = 0
+    archived: int = 0
+    refused: dict[str, str] = field(default_factory=dict)
+    epochs: dict[int, int] = field(default_factory=dict)
+
+    def add(self, counts: tuple[int, int]) -> None:
+        self.written += counts[0]
+        self.archived += counts[1]
+
+
 @dataclass(frozen=True)
 class EventRow:
     """One event-stream entry to archive: its workflow, stream entry id and JSON text (the
@@ -113,26 +154,26 @@ class EventRow:
     event: str
 
 
-_SNAPSHOT_COLUMNS = ("namespace", "id", "application", "name", "status", "partition", "version",
-                     "snapshot", "pipeline_config_id", "start_time", "end_time", "updated_at")
+SNAPSHOT_COLUMNS = ("namespace", "id", "application", "name", "status", "partition", "version",
+                     "snapshot", "pipeline_config_id", "start_time", "end_time", "updated_at", "epoch")
 
 _UPSERT = """
-INSERT INTO {table} AS stored (namespace, id, application, name, status, partition, version,
+INSERT INTO {table} AS stored (namespace, id, application, name, status, partition, epoch, version,
                                snapshot, pipeline_config_id, start_time, end_time, updated_at)
-SELECT %(ns)s, u.id, u.application, u.name, u.status, u.partition, u.version, u.snapshot,
+SELECT %(ns)s, u.id, u.application, u.name, u.status, u.partition, u.epoch, u.version, u.snapshot,
        u.pipeline_config_id, u.start_time, u.end_time, now()
 FROM unnest(%(id)s::text[], %(application)s::text[], %(name)s::text[], %(status)s::text[],
-            %(partition)s::integer[], %(version)s::bigint[], %(snapshot)s::bytea[],
+            %(partition)s::integer[], %(epoch)s::bigint[], %(version)s::bigint[], %(snapshot)s::bytea[],
             %(pcid)s::text[], %(start)s::bigint[], %(end)s::bigint[])
-     AS u(id, application, name, status, partition, version, snapshot, pipeline_config_id,
+     AS u(id, application, name, status, partition, epoch, version, snapshot, pipeline_config_id,
           start_time, end_time)
 ORDER BY u.id
 ON CONFLICT (namespace, id) DO UPDATE SET
     application = excluded.application, name = excluded.name, status = excluded.status,
-    partition = excluded.partition, version = excluded.version, snapshot = excluded.snapshot,
-    pipeline_config_id = excluded.pipeline_config_id, start_time = excluded.start_time,
-    end_time = excluded.end_time, updated_at = excluded.updated_at
-WHERE stored.version < excluded.version
+    partition = excluded.partition, epoch = excluded.epoch, version = excluded.version,
+    snapshot = excluded.snapshot, pipeline_config_id = excluded.pipeline_config_id,
+    start_time = excluded.start_time, end_time = excluded.end_time, updated_at = excluded.updated_at
+WHERE (stored.epoch, stored.version) < (excluded.epoch, excluded.version)
 """
 
 _ARCHIVE = """
@@ -196,8 +237,9 @@ class SnapshotStore:
     # -- writes -------------------------------------------------------------------------------
 
     def upsert_many(self, rows: Sequence[SnapshotRow]) -> int:
-        """Store snapshots in one transaction; each replaces the stored one only if its version
-        is strictly newer. Returns how many rows were inserted or replaced."""
+        """Store snapshots in one transaction; each replaces the stored one only if it is
+        strictly newer in (epoch, version) order. Returns how many rows were inserted or
+        replaced."""
         return self.write_batch(rows, ())[0]
 
     def archive_events(self, rows: Sequence[EventRow]) -> int:
@@ -206,33 +248,77 @@ class SnapshotStore:
         return self.write_batch((), rows)[1]
 
     def write_batch(self, snapshots: Sequence[SnapshotRow], events: Sequence[EventRow]) -> tuple[int, int]:
-        """Upsert ``snapshots`` (version-guarded) and archive ``events`` in ONE transaction;
-        returns (snapshots written, events new). Rows are applied in key order, so concurrent
-        writers lock rows in the same order."""
+        """Upsert ``snapshots`` (guarded by (epoch, version), each row's own epoch) and archive
+        ``events`` in ONE transaction; returns (snapshots written, events new). Rows are
+        applied in key order, so concurrent writers lock rows in the same order."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            return self._write(cur, snapshots, events, None)
+
+    def write_checkpoint(self, items: Sequence[tuple[SnapshotRow, Sequence[EventRow]]],
+                         claim: Callable[[Cursor[Any]], Mapping[int, int]],
+                         isolate: Collection[str] = ()) -> CheckpointResult:
+        """The checkpointer's write of one batch, in ONE transaction: ``claim(cur)`` runs first
+        and returns ``{partition: epoch}`` for the partitions that may be written (see
+        ``Lives.claim``); items of other partitions are skipped. Each written row is stamped
+        with its partition's epoch. The items (workflow snapshot, its new events) are written
+        together; if PostgreSQL refuses that for a data error (``quarantine.is_data_error``),
+        each item is written in a savepoint of its own, so every acceptable one is written and
+        each refused one is reported in ``CheckpointResult.refused``. Items whose id is in
+        ``isolate`` (known suspects) get their own savepoint from the start. Other errors
+        propagate (nothing is written)."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            epochs = dict(claim(cur))
+            result = CheckpointResult(epochs=epochs)
+            mine = [item for item in items if item[0].partition in epochs]
+            together = [item for item in mine if item[0].id not in isolate]
+            alone = [item for item in mine if item[0].id in isolate]
+            if together:
+                try:
+                    with conn.transaction():
+                        result.add(self._write(cur, [r for r, _ in together], [e for _, es in together for e in es],
+                                               epochs))
+                except DATA_ERRORS:
+                    alone = together + alone
+            for row, events in alone:
+                try:
+                    with conn.transaction():
+                        result.add(self._write(cur, [row], events, epochs))
+                except DATA_ERRORS as e:
+                    result.refused[row.id] = describe(e)
+            return result
+
+    def _write(self, cur: Cursor[Any], snapshots: Sequence[SnapshotRow], events: Sequence[EventRow],
+               epochs: Mapping[int, int] | None) -> tuple[int, int]:
         newest: dict[str, SnapshotRow] = {}
         for row in snapshots:
             if row.id not in newest or newest[row.id].version < row.version:
                 newest[row.id] = row
         ordered = [newest[k] for k in sorted(newest)]
         written = archived = 0
-        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if ordered:
-                cur.execute(sql.SQL(_UPSERT).format(table=self.snapshots_table), {
-                    "ns": self.namespace, "id": [r.id for r in ordered],
-                    "application": [r.application for r in ordered], "name": [r.name for r in ordered],
-                    "status": [r.status for r in ordered], "partition": [r.partition for r in ordered],
-                    "version": [r.version for r in ordered], "snapshot": [r.snapshot for r in ordered],
-                    "pcid": [r.pipeline_config_id for r in ordered],
-                    "start": [r.start_time for r in ordered], "end": [r.end_time for r in ordered],
-                })
-                written = max(cur.rowcount, 0)
-            if events:
-                cur.execute(sql.SQL(_ARCHIVE).format(table=self.events_table), {
-                    "ns": self.namespace, "wid": [e.workflow_id for e in events],
-                    "sid": [e.stream_id for e in events], "e": [e.event for e in events],
-                })
-                archived = max(cur.rowcount, 0)
+        if ordered:
+            cur.execute(sql.SQL(_UPSERT).format(table=self.snapshots_table), {
+                "ns": self.namespace, "id": [r.id for r in ordered],
+                "application": [r.application for r in ordered], "name": [r.name for r in ordered],
+                "status": [r.status for r in ordered], "partition": [r.partition for r in ordered],
+                "epoch": [r.epoch if epochs is None else epochs[r.partition] for r in ordered],
+                "version": [r.version for r in ordered], "snapshot": [r.snapshot for r in ordered],
+                "pcid": [r.pipeline_config_id for r in ordered],
+                "start": [r.start_time for r in ordered], "end": [r.end_time for r in ordered],
+            })
+            written = max(cur.rowcount, 0)
+        if events:
+            cur.execute(sql.SQL(_ARCHIVE).format(table=self.events_table), {
+                "ns": self.namespace, "wid": [e.workflow_id for e in events],
+                "sid": [e.stream_id for e in events], "e": [e.event for e in events],
+            })
+            archived = max(cur.rowcount, 0)
         return written, archived
+
+    def transact(self, work: Callable[[Cursor[Any]], T]) -> T:
+        """Run ``work(cursor)`` in one transaction, committed when it returns (rolled back when
+        it raises); returns what it returned. For the durability modules' own statements."""
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            return work(cur)
 
     def delete(self, workflow_id: str) -> None:
         """Remove a workflow's snapshot and archived events (``RedisWorkflowStore.delete``)."""
@@ -264,14 +350,14 @@ class SnapshotStore:
 
     def _select(self) -> sql.Composed:
         return sql.SQL("SELECT {} FROM {}").format(
-            sql.SQL(", ").join(sql.Identifier(c) for c in _SNAPSHOT_COLUMNS), self.snapshots_table)
+            sql.SQL(", ").join(sql.Identifier(c) for c in SNAPSHOT_COLUMNS), self.snapshots_table)
 
     def get(self, workflow_id: str) -> SnapshotRow | None:
         """The stored snapshot of one workflow, or None."""
         with self.pool.connection() as conn:
             row = conn.execute(sql.SQL("{} WHERE namespace = %s AND id = %s").format(self._select()),
                                (self.namespace, workflow_id)).fetchone()
-        return _row(row) if row else None
+        return snapshot_row(row) if row else None
 
     def versions(self, workflow_ids: Sequence[str]) -> dict[str, int]:
         """Stored versions of the given workflows (absent ones are left out)."""
@@ -305,7 +391,7 @@ class SnapshotStore:
             self._select(), sql.SQL(" AND ").join(where))
         with self.pool.connection() as conn:
             rows = conn.execute(query, [*params, max(0, limit), max(0, offset)]).fetchall()
-        return [_row(r) for r in rows]
+        return [snapshot_row(r) for r in rows]
 
     def non_terminal(self, page_size: int = 500) -> Iterator[SnapshotRow]:
         """Every snapshot whose status is not complete, in id order, fetched in pages (keyset
@@ -317,7 +403,7 @@ class SnapshotStore:
                                             "ORDER BY id LIMIT %s").format(self._select()),
                                     (self.namespace, builtins.list(ACTIVE_STATUSES), after, page_size)).fetchall()
             for r in rows:
-                yield _row(r)
+                yield snapshot_row(r)
             if len(rows) < page_size:
                 return
             after = rows[-1][1]
@@ -344,8 +430,9 @@ class SnapshotStore:
             return False
 
 
-def _row(r: TupleRow) -> SnapshotRow:
-    values = dict(zip(_SNAPSHOT_COLUMNS, r, strict=True))
+def snapshot_row(r: TupleRow) -> SnapshotRow:
+    """A SnapshotRow from a record selected with ``SNAPSHOT_COLUMNS``."""
+    values = dict(zip(SNAPSHOT_COLUMNS, r, strict=True))
     values["snapshot"] = bytes(values["snapshot"])
     return SnapshotRow(**values)
 

@@ -16,7 +16,14 @@ from typing import Any
 from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms, stage_event_data
+from stabilize_redis.handlers.base import (
+    Handler,
+    HandlerContext,
+    attach,
+    known_stage,
+    now_ms,
+    stage_event_data,
+)
 from stabilize_redis.handlers.flow import TOP_COUNTER, activated_downstreams, release_after_completion
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
@@ -79,9 +86,7 @@ class CompleteStageHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None:
-                return t
+            rec = known_stage(snap, sid)
             attach(snap)
             if rec.stage.status != WorkflowStatus.RUNNING:
                 if rec.stage.status.is_halt:

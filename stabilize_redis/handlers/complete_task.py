@@ -11,11 +11,10 @@ from typing import Any
 from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, HandlerContext, attach, now_ms
+from stabilize_redis.handlers.base import Handler, HandlerContext, attach, known_stage, known_task, now_ms
 from stabilize_redis.handlers.complete_stage import finish_stage
 from stabilize_redis.handlers.flow import TOP_COUNTER
 from stabilize_redis.handlers.start_task import begin_task
-from stabilize_redis.handlers.task_lookup import find_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import CompleteTask, Message
@@ -52,12 +51,10 @@ class CompleteTaskHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None:
-                return t
+            rec = known_stage(snap, sid)
             attach(snap)
-            task = find_task(rec.stage.tasks, tid)
-            if task is None or rec.stage.status != WorkflowStatus.RUNNING:
+            task = known_task(snap, rec, tid)
+            if rec.stage.status != WorkflowStatus.RUNNING:
                 return t
             if task.status == WorkflowStatus.SKIPPED and message.status == WorkflowStatus.SKIPPED:
                 # Finished by StartTask already; route onward only if that has not happened yet.

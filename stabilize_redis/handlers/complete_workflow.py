@@ -11,7 +11,7 @@ from typing import Any
 from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms
+from stabilize_redis.handlers.base import Handler, attach, known_workflow, now_ms
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.queue.messages import CancelStage, CompleteWorkflow, Message
@@ -43,8 +43,7 @@ class CompleteWorkflowHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            if snap.meta is None:
-                return t
+            meta = known_workflow(snap)
             wf = attach(snap)
             if wf.status.is_complete:
                 return t
@@ -64,7 +63,7 @@ class CompleteWorkflowHandler(Handler):
                     return t
             wf.status = status
             wf.end_time = now_ms()
-            t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+            t.write_meta(wf, meta_extras(meta), snap.meta_version)
             if status != WorkflowStatus.SUCCEEDED:
                 for rec in top:
                     if rec.stage.status == WorkflowStatus.RUNNING:

@@ -7,7 +7,15 @@ from typing import Any
 from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.handlers.base import (
+    Handler,
+    attach,
+    known_stage,
+    known_task,
+    known_workflow,
+    now_ms,
+    stage_event_data,
+)
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import (
     CancelStage,
@@ -35,15 +43,14 @@ class CancelWorkflowHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            if snap.meta is None:
-                return t
+            meta = known_workflow(snap)
             wf = attach(snap)
             if wf.status.is_complete:
                 return t
             wf.is_canceled = True
             wf.canceled_by = message.user or "anonymous"
             wf.cancellation_reason = message.reason or None
-            t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+            t.write_meta(wf, meta_extras(meta), snap.meta_version)
             for rec in snap.stages.values():
                 if rec.stage.parent_stage_id is None and not rec.stage.status.is_complete:
                     t.push(CancelStage(stage_id=rec.id, **kw))
@@ -67,9 +74,9 @@ class CancelStageHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
             canceled_tasks.clear()
-            if snap.meta is None or rec is None or rec.stage.status.is_complete:
+            rec = known_stage(snap, sid)
+            if rec.stage.status.is_complete:
                 return t
             attach(snap)
             for task in rec.stage.tasks:
@@ -101,13 +108,11 @@ class PauseTaskHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None:
+            rec = known_stage(snap, sid)
+            task = known_task(snap, rec, tid)
+            if task.status != WorkflowStatus.RUNNING:
                 return t
-            task = next((x for x in rec.stage.tasks if x.id == tid), None)
-            if task is None or task.status != WorkflowStatus.RUNNING:
-                return t
-            if snap.meta["status"] != WorkflowStatus.PAUSED.name:
+            if known_workflow(snap)["status"] != WorkflowStatus.PAUSED.name:
                 t.push(RunTask(execution_id=wid, execution_type=message.execution_type, stage_id=sid,
                                task_id=tid, task_type=task.implementing_class))
                 return t
@@ -130,15 +135,15 @@ class ResumeStageHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None or rec.stage.status != WorkflowStatus.PAUSED:
+            rec = known_stage(snap, sid)
+            if rec.stage.status != WorkflowStatus.PAUSED:
                 return t
             wf = attach(snap)
             task = next((x for x in rec.stage.tasks if x.status == WorkflowStatus.PAUSED), None)
             rec.stage.status = WorkflowStatus.RUNNING
             if wf.status == WorkflowStatus.PAUSED:
                 wf.resume()
-                t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+                t.write_meta(wf, meta_extras(known_workflow(snap)), snap.meta_version)
             t.write_stage(rec)
             if task is not None:
                 task.status = WorkflowStatus.RUNNING

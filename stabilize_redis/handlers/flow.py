@@ -13,7 +13,7 @@ from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
-from stabilize_redis.handlers.start_stage import claim_ready_stage
+from stabilize_redis.handlers.start_stage import claim_ready_stage, report_expression_failure
 from stabilize_redis.models.stage import SplitType
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, SkipStage, StartStage
@@ -26,28 +26,40 @@ def join_counter(stage_id: str) -> str:
 
 TOP_COUNTER = "top"
 
+SPLIT_CONDITION_ERRORS = "splitConditionErrors"
+"""Context key of an OR-splitting stage: {downstream ref id: error} for each split condition
+that could not be evaluated (so that branch was not taken)."""
+
 
 def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[str]:
     """Downstream stage ids an OR-split activates (all of them for an AND split).
 
     ``down_refs`` maps downstream stage id -> ref id. A condition that fails to evaluate does
-    not activate its branch; a downstream with no condition is always activated.
+    not activate its branch; its error is put in the splitting stage's context under
+    SPLIT_CONDITION_ERRORS (the key is removed when every condition evaluated), where
+    ``release_after_completion`` reports it. A downstream with no condition is always activated.
     """
     stage = rec.stage
     if stage.split_type != SplitType.OR or not stage.split_conditions:
         return set(rec.down)
     scope: dict[str, Any] = {**stage.context, **stage.outputs}
     active: set[str] = set()
+    errors: dict[str, str] = {}
     for sid in rec.down:
-        expr = stage.split_conditions.get(down_refs.get(sid, ""))
+        ref = down_refs.get(sid, "")
+        expr = stage.split_conditions.get(ref)
         if expr is None:
             active.add(sid)
             continue
         try:
             if evaluate_expression(expr, scope):
                 active.add(sid)
-        except ExpressionError:
-            continue
+        except ExpressionError as e:
+            errors[ref] = str(e)
+    if errors:
+        stage.context[SPLIT_CONDITION_ERRORS] = errors
+    else:
+        stage.context.pop(SPLIT_CONDITION_ERRORS, None)
     return active
 
 
@@ -57,7 +69,8 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
     """A stage finished with a continuable status: count it toward each downstream's join
     (the last needed completion releases that StartStage) and toward the workflow's completion
     (the last top-level stage releases CompleteWorkflow). Downstreams an OR-split did not
-    activate are skipped.
+    activate are skipped; each split condition that failed to evaluate (recorded by
+    ``activated_downstreams``) is logged and gets an EXPRESSION_FAILED event.
 
     A downstream whose join needs only this completion (its only upstream, or a discriminator)
     and whose record the snapshot holds is started right here, in the same commit (with
@@ -67,6 +80,10 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
     top-level stage has finished continuably, so the workflow SUCCEEDS in this same commit
     (guarded by the counter's value) instead of through a CompleteWorkflow message."""
     assert snap.meta is not None
+    if active is not None:
+        for ref, error in rec.stage.context.get(SPLIT_CONDITION_ERRORS, {}).items():
+            report_expression_failure(t, rec, "splitConditions", error,
+                                      f"branch to {ref!r} not taken", downstream_ref_id=ref)
     for did in rec.down:
         if active is not None and did not in active:
             t.push(SkipStage(stage_id=did, **message_kw))

@@ -4,27 +4,34 @@ Pre-checks (canceled, paused, manual skip, timeout) come first. The task runs ou
 lock; its outcome is then committed with the usual read -> decide -> commit loop, where a
 CONFLICT re-reads and re-applies the same outcome (the task is not run again). A zombie
 worker's late commit is rejected by the dedup record of the RunTask message it ran.
+
+An outcome holding a value that cannot be stored (``task_execution.vet_outcome``), or whose
+transition still fails to encode, fails the task (TERMINAL, StateEncodingError in its exception
+details) in that same single commit: it is never retried, dead-lettered or left RUNNING.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import random
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord, ensure_plain
+from stabilize_redis.backend.codec import StageRecord, StateEncodingError, encode_stage, storable_text
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms
+from stabilize_redis.handlers.base import Handler, UnknownTarget, attach, known_stage, known_task, now_ms
 from stabilize_redis.handlers.complete_task import finish_task
 from stabilize_redis.handlers.flow import TOP_COUNTER
 from stabilize_redis.handlers.task_execution import (
     Outcome,
+    error_text,
     exception_details,
     execute,
     poll_backoff,
     task_timeout,
+    vet_outcome,
 )
 from stabilize_redis.handlers.task_lookup import find_task, resolve_task
 from stabilize_redis.models.status import WorkflowStatus
@@ -50,9 +57,12 @@ class RunTaskHandler(Handler):
                                  with_downstreams=True)
         if snap.processed:  # already committed: a redelivery must not run user code again
             return self.backend.commit(Transition(wid), message, delivery)
-        rec = snap.stages.get(sid)
-        task = find_task(rec.stage.tasks, tid) if rec is not None else None
-        if snap.meta is None or rec is None or task is None or task.status != WorkflowStatus.RUNNING:
+        try:
+            rec = known_stage(snap, sid)
+            task = known_task(snap, rec, tid)
+        except UnknownTarget as e:
+            return self.unknown_target(message, delivery, e)
+        if task.status != WorkflowStatus.RUNNING:
             return self.backend.commit(Transition(wid), message, delivery)
         wf = attach(snap)
         stage = rec.stage
@@ -74,6 +84,7 @@ class RunTaskHandler(Handler):
             saved = copy.deepcopy((stage.context, stage.outputs))
             outcome = self._run(impl, rec, task)
             stage.context, stage.outputs = saved
+        outcome = vet_outcome(outcome, _where(rec, task))
         return self._commit_outcome(message, delivery, impl, outcome, snap)
 
     # -- running -----------------------------------------------------------------------------
@@ -115,7 +126,12 @@ class RunTaskHandler(Handler):
                 log.exception("on_cancel of stage %s failed", rec.stage.ref_id)
                 hooked = None
             if hooked is not None:
-                result = TaskResult(status=WorkflowStatus.CANCELED, context=hooked.context, outputs=hooked.outputs)
+                kept = TaskResult(status=WorkflowStatus.CANCELED, context=hooked.context, outputs=hooked.outputs)
+                vetted = vet_outcome(Outcome(result=kept), f"stage {rec.stage.ref_id!r}: on_cancel")
+                if vetted.error is None:
+                    result = kept
+                else:  # the workflow is canceled either way; only the hook's values are dropped
+                    log.warning("dropped on_cancel result: %s", vetted.error)
         return Outcome(result=result)
 
     # -- committing --------------------------------------------------------------------------
@@ -138,24 +154,38 @@ class RunTaskHandler(Handler):
         tid = message.task_id
         cleaned: set[str] = set()
         reads = [first_read]
+        applied = [outcome]  # replaced by a failure if its transition cannot be encoded
 
         def read() -> Snapshot:
             return reads.pop() if reads else self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
                                                               with_downstreams=True)
 
-        def decide(snap: Snapshot) -> Transition:
+        def apply(snap: Snapshot, current: Outcome) -> tuple[Transition, str]:
             t = Transition(wid)
             rec = snap.stages.get(sid)
             if snap.meta is None or rec is None:
-                return t
+                return t, ""
             attach(snap)
             task = find_task(rec.stage.tasks, tid)
             if task is None or task.status != WorkflowStatus.RUNNING:
-                return t
-            if outcome.result is not None:
-                self._apply_result(t, snap, rec, task, impl, outcome.result, message, cleaned)
+                return t, ""
+            if current.result is not None:
+                self._apply_result(t, snap, rec, task, impl, current.result, message, cleaned)
             else:
-                self._apply_error(t, snap, rec, task, outcome, message, cleaned)
+                self._apply_error(t, snap, rec, task, current, message, cleaned)
+            return t, _where(rec, task)
+
+        def decide(snap: Snapshot) -> Transition:
+            t, where = apply(snap, applied[0])
+            if applied[0] is not outcome:
+                return t
+            try:
+                encode_now(t)
+            except Exception as e:  # noqa: BLE001 - whatever msgpack/json raise, the task fails
+                log.warning("%s: result cannot be encoded; failing the task", where, exc_info=True)
+                applied[0] = Outcome(error=StateEncodingError(
+                    f"{where} result cannot be encoded: {type(e).__name__}: {e}"))
+                t, _ = apply(read(), applied[0])  # the failed decision changed ``snap`` in place
             return t
 
         return self.transact(message, delivery, read, decide)
@@ -164,11 +194,6 @@ class RunTaskHandler(Handler):
                       impl: Task | None, result: TaskResult, message: RunTask, cleaned: set[str]) -> None:
         stage = rec.stage
         kw = self._kw(message)
-        try:
-            ensure_plain(result.context, f"stage {stage.ref_id!r} task {task.name!r} result context")
-            ensure_plain(result.outputs, f"stage {stage.ref_id!r} task {task.name!r} result outputs")
-        except ValueError as e:
-            result = TaskResult.terminal(str(e))
         stage.context.update(result.context)
         stage.outputs.update(result.outputs)
         status = result.status
@@ -217,7 +242,8 @@ class RunTaskHandler(Handler):
             retry.set_error_context(error)
             t.push(retry, delay)
             t.event("task.retried", "task", task.id, {"stage_id": stage.id, "attempt": attempt,
-                                                     "error": str(error)[:500], "delay_s": delay})
+                                                     "error": storable_text(error_text(error))[:500],
+                                                     "delay_s": delay})
             return
         stage.context.update(outcome.context_update)
         details = exception_details(error, outcome.transient)
@@ -228,3 +254,19 @@ class RunTaskHandler(Handler):
         self._finish(t, snap, rec, task, stage.failure_status(), WorkflowStatus.TERMINAL, message, cleaned)
 
 
+def _where(rec: StageRecord, task: TaskExecution) -> str:
+    return f"stage {rec.stage.ref_id!r}: task {task.name!r}"
+
+
+def encode_now(t: Transition) -> None:
+    """Encode ``t``'s stage writes now (the commit would encode them later) and try its events
+    as the commit will dump them (refusing NaN as PostgreSQL does), so a value that cannot be
+    encoded raises here, where it can still fail the task, rather than in every commit."""
+    for name, value in t.writes.items():
+        if isinstance(value, StageRecord):
+            t.writes[name] = encode_stage(value)
+    for event in t.events:
+        _EVENT_JSON.encode(event)
+
+
+_EVENT_JSON = json.JSONEncoder(separators=(",", ":"), default=str, allow_nan=False)

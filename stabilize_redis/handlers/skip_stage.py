@@ -6,7 +6,7 @@ from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
 from stabilize_redis.handlers.flow import TOP_COUNTER, release_after_completion
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, SkipStage
@@ -22,9 +22,7 @@ class SkipStageHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None:
-                return t
+            rec = known_stage(snap, sid)
             wf = attach(snap)
             if rec.stage.status != WorkflowStatus.NOT_STARTED or wf.status.is_complete:
                 return t

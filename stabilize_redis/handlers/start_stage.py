@@ -8,6 +8,7 @@ started in the same commit (no separate StartTask message).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from stabilize_redis.backend.codec import StageRecord
@@ -15,13 +16,33 @@ from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.dag.lineage import context_with_ancestors, extend_lineage, materialize, union_lineages
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
-from stabilize_redis.expressions import ExpressionError, evaluate_stage_enabled
-from stabilize_redis.handlers.base import Handler, attach, now_ms, stage_event_data
+from stabilize_redis.expressions import check_stage_enabled
+from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
 from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, SkipStage, StartStage
 from stabilize_redis.tasks.registry import TaskRegistry
+
+log = logging.getLogger("stabilize_redis.handlers")
+
+STAGE_ENABLED_ERROR = "stageEnabledError"
+"""Stage context key: why the stage's ``stageEnabled`` expression could not be evaluated."""
+
+EXPRESSION_FAILED = "stage.expression_failed"
+"""Event type: a stage's ``stageEnabled`` or split-condition expression could not be evaluated."""
+
+
+def report_expression_failure(t: Transition, rec: StageRecord, expression: str, error: str,
+                              consequence: str, **data: Any) -> None:
+    """Make a failed ``expression`` ("stageEnabled" or "splitConditions") of ``rec``'s stage
+    visible: a WARNING naming workflow, stage and error, and an EXPRESSION_FAILED event in
+    ``t`` with ``expression``, ``error`` and ``data``. Recording it in the context is the
+    caller's part."""
+    log.warning("workflow %s, stage %s (%s): %s could not be evaluated (%s); %s", t.workflow_id,
+                rec.stage.ref_id, rec.id, expression, error, consequence)
+    t.event(EXPRESSION_FAILED, "stage", rec.id,
+            stage_event_data(rec, expression=expression, error=error, **data))
 
 
 def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRecord, ups: list[StageRecord],
@@ -29,16 +50,20 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
     skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,
     its context over its ancestors' outputs, and its first task started - all into ``t``.
+    A ``stageEnabled`` expression that fails to evaluate counts as enabled; its error goes to
+    the context (STAGE_ENABLED_ERROR), the log and an EXPRESSION_FAILED event.
     Used by StartStage and by the commit that completes a stage's only upstream."""
     stage = rec.stage
     lineage = union_lineages(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups)
     ancestors = materialize(lineage)
     scope = {**ancestors, **stage.context}
-    try:
-        enabled = evaluate_stage_enabled(stage.context.get("stageEnabled", True), scope)
-    except ExpressionError as e:
-        enabled = False
-        stage.context["stageEnabledError"] = str(e)
+    enabled, error = check_stage_enabled(stage.context.get("stageEnabled", True), scope)
+    if error is None:
+        stage.context.pop(STAGE_ENABLED_ERROR, None)
+    else:
+        stage.context[STAGE_ENABLED_ERROR] = error
+        report_expression_failure(t, rec, "stageEnabled", error, "treating the stage as enabled")
+        t.write_stage(rec)
     expired = stage.start_time_expiry is not None and now_ms() > stage.start_time_expiry
     if not enabled or expired:
         t.push(SkipStage(stage_id=rec.id, **kw))
@@ -68,9 +93,7 @@ class StartStageHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None:
-                return t
+            rec = known_stage(snap, sid)
             wf = attach(snap)
             stage = rec.stage
             if wf.status.is_complete or wf.is_canceled or stage.status != WorkflowStatus.NOT_STARTED:

@@ -7,8 +7,8 @@ from typing import Any
 from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms
-from stabilize_redis.handlers.task_lookup import find_task, resolve_task
+from stabilize_redis.handlers.base import Handler, attach, known_stage, known_task, now_ms
+from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import CompleteTask, Message, RunTask, StartTask
@@ -48,12 +48,10 @@ class StartTaskHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            rec = snap.stages.get(sid)
-            if snap.meta is None or rec is None:
-                return t
+            rec = known_stage(snap, sid)
             attach(snap)
-            task = find_task(rec.stage.tasks, tid)
-            if task is None or task.status != WorkflowStatus.NOT_STARTED:
+            task = known_task(snap, rec, tid)
+            if task.status != WorkflowStatus.NOT_STARTED:
                 return t
             begin_task(self.ctx.registry, t, rec, task, kw)
             return t

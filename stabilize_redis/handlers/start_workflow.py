@@ -7,7 +7,7 @@ from typing import Any
 from stabilize_redis.backend.layout import meta_extras
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, now_ms
+from stabilize_redis.handlers.base import Handler, attach, known_workflow, now_ms
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CancelWorkflow, Message, StartStage, StartWorkflow
 
@@ -22,24 +22,23 @@ class StartWorkflowHandler(Handler):
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
-            if snap.meta is None:
-                return t
+            meta = known_workflow(snap)
             wf = attach(snap)
             if wf.status != WorkflowStatus.NOT_STARTED or wf.is_canceled:
                 return t
             if wf.start_time_expiry is not None and now_ms() > wf.start_time_expiry:
                 t.push(CancelWorkflow(user="system", reason="start time expired", **kw))
                 return t
-            initial = snap.meta["initial"]
+            initial = meta["initial"]
             if not initial:
                 wf.status = WorkflowStatus.TERMINAL
                 wf.end_time = now_ms()
-                t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+                t.write_meta(wf, meta_extras(meta), snap.meta_version)
                 t.event("workflow.failed", "workflow", wid, {"reason": "no initial stages"})
                 return t
             wf.status = WorkflowStatus.RUNNING
             wf.start_time = now_ms()
-            t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+            t.write_meta(wf, meta_extras(meta), snap.meta_version)
             for sid in initial:
                 t.push(StartStage(stage_id=sid, **kw))
             t.event("workflow.started", "workflow", wid,

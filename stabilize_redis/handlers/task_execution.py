@@ -1,17 +1,20 @@
 """Running user task code: timeouts, the cancellation token, and turning what happened into an
-``Outcome`` that RunTask commits. No Redis here."""
+``Outcome`` that RunTask commits; ``vet_outcome`` turns an outcome holding a value that cannot
+be stored into a task failure before anything is committed. No Redis here."""
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from stabilize_redis.backend.codec import StateEncodingError, ensure_plain, storable_text
 from stabilize_redis.errors import TaskTimeoutError, TransientError, is_transient, truncate_error
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.task import TaskExecution
@@ -22,6 +25,13 @@ from stabilize_redis.tasks.result import TaskResult
 log = logging.getLogger("stabilize_redis.tasks")
 
 _timeout_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="stz-task")
+
+MAX_RETRY_AFTER_S = 86400.0
+"""Longest ``TransientError.retry_after`` honoured (one day). A longer one fails the task
+with that reason rather than being clamped: retrying earlier than the caller asked would only
+spend attempts, an error that does not clear within a day is not transient, and a workflow
+must not sit RUNNING for weeks on a value that is usually a unit mistake (milliseconds given
+as seconds). Waiting longer is what SUSPENDED (and a signal) or a scheduled stage are for."""
 
 
 @dataclass
@@ -34,6 +44,9 @@ class Outcome:
     timed_out: bool = False
     context_update: dict[str, Any] = field(default_factory=dict)
     retry_after: float | None = None
+    """Seconds before a transient retry, once ``vet_outcome`` has checked ``requested_retry_after``."""
+    requested_retry_after: Any = None
+    """``TransientError.retry_after`` as the task gave it (seconds or a timedelta)."""
 
 
 def task_timeout(impl: Task, stage: StageExecution, default_s: float) -> float | None:
@@ -90,22 +103,69 @@ def execute(impl: Task, stage: StageExecution, token: CancellationToken, remaini
         if isinstance(e, KeyboardInterrupt | SystemExit):
             raise
         if isinstance(e, TransientError):
-            return Outcome(error=e, transient=True, context_update=dict(e.context_update or {}),
-                           retry_after=_seconds(e.retry_after))
+            return Outcome(error=e, transient=True, context_update=e.context_update or {},
+                           requested_retry_after=e.retry_after)
         return Outcome(error=e, transient=is_transient(e))
 
 
-def _seconds(value: Any) -> float | None:
+def vet_outcome(outcome: Outcome, where: str) -> Outcome:
+    """``outcome`` if everything it would commit can be stored (``codec.ensure_plain``), else
+    a non-transient error outcome whose StateEncodingError names the key path under ``where``
+    (e.g. ``stage 'build': task 'compile' result outputs.a[3]: ...``), so the task fails once
+    instead of its commit failing on every delivery. Checks a result's context, outputs and
+    target, and a transient error's ``context_update`` and ``retry_after`` (which it converts to
+    ``retry_after`` seconds: finite, not negative, at most ``MAX_RETRY_AFTER_S``)."""
+    try:
+        if outcome.result is not None:
+            _check_result(outcome.result, f"{where} result")
+        elif outcome.error is not None and outcome.transient:
+            _check_mapping(outcome.context_update, f"{where} context_update")
+            return replace(outcome, retry_after=retry_delay(outcome.requested_retry_after, f"{where} retry_after"))
+    except StateEncodingError as e:
+        return Outcome(error=e, timed_out=outcome.timed_out)
+    return outcome
+
+
+def _check_mapping(value: Any, path: str) -> None:
+    if not isinstance(value, dict):
+        raise StateEncodingError(f"{path}: must be a dict, not {type(value).__name__}")
+    ensure_plain(value, path)
+
+
+def _check_result(result: TaskResult, path: str) -> None:
+    _check_mapping(result.context, f"{path} context")
+    _check_mapping(result.outputs, f"{path} outputs")
+    ensure_plain(result.target_stage_ref_id, f"{path} target_stage_ref_id")
+
+
+def retry_delay(value: Any, path: str) -> float | None:
+    """Seconds from a ``retry_after`` (None, a number of seconds or a timedelta); raises
+    StateEncodingError naming ``path`` unless it is finite, not negative and at most
+    ``MAX_RETRY_AFTER_S``."""
     if value is None:
         return None
     if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value)
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range
+            seconds = math.inf
+    else:
+        raise StateEncodingError(f"{path}: {_shown(value)} is not a number of seconds")
+    if math.isnan(seconds) or math.isinf(seconds):
+        raise StateEncodingError(f"{path}: {_shown(value)} is not a finite number of seconds")
+    if seconds < 0:
+        raise StateEncodingError(f"{path}: {_shown(value)} is negative")
+    if seconds > MAX_RETRY_AFTER_S:
+        raise StateEncodingError(f"{path}: {_shown(value)} exceeds the limit of {MAX_RETRY_AFTER_S:.0f} seconds")
+    return seconds
 
 
 def exception_details(error: BaseException, transient: bool) -> dict[str, Any]:
-    """stabilize's ``{"details": {...}}`` shape for a task failure."""
-    message = truncate_error(str(error) or type(error).__name__)
+    """stabilize's ``{"details": {...}}`` shape for a task failure; the message is made storable
+    (a NUL or lone surrogate in an exception's text is escaped)."""
+    message = truncate_error(storable_text(error_text(error)))
     return {
         "details": {
             "error": message,
@@ -115,6 +175,24 @@ def exception_details(error: BaseException, transient: bool) -> dict[str, Any]:
             "error_code": getattr(error, "code", None) if isinstance(getattr(error, "code", None), int) else None,
         }
     }
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - user object
+        text = type(value).__name__
+    return storable_text(text if len(text) <= 60 else f"{text[:60]}...")
+
+
+def error_text(error: BaseException) -> str:
+    """``str(error)``, or its type name when that is empty or ``__str__`` itself fails."""
+    try:
+        return str(error) or type(error).__name__
+    except Exception:  # noqa: BLE001 - a broken __str__ must not stop the failure being recorded
+        return f"{type(error).__name__} (str() failed)"
 
 
 class TokenRegistry:

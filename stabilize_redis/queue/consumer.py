@@ -1,10 +1,26 @@
 """The consumer loop of one process: blocking batched reads, a pool of handler threads,
-heartbeats of in-flight entries, and reclaiming entries of workers that died.
+heartbeats of in-flight entries, reclaiming entries of workers that died, and removing the
+consumer entries of workers that are gone.
 
 One loop thread reads with XREADGROUP (``COUNT`` = free handler slots, ``BLOCK`` bounded by the
-next delayed message's due time) and hands entries to the pool. A second thread heartbeats the
-entries in flight every third of the visibility timeout (so a long task stays owned) and, every
-half, reclaims entries idle past it (XAUTOCLAIM) from dead consumers.
+next delayed message's due time) and promotes due delayed messages. A second thread heartbeats
+the entries in flight every third of the visibility timeout (so a long task stays owned) and,
+every half, reclaims entries idle past it (XAUTOCLAIM) from dead consumers.
+
+Every part fails and recovers on its own, and logs one line per state change
+(``stabilize_redis.outage``): reads, promotion (per partition: a partition whose promotion
+fails is retried on its own backoff and never holds the others up), heartbeats, reclaiming,
+message handling and the cleanup. A handler that fails because Redis cannot serve (unreachable,
+``maxmemory``, ...) keeps its entry - in flight, heartbeated, so nobody else takes it and its
+delivery count does not grow - and tries it again with capped exponential backoff until Redis
+answers or the consumer stops (then the entry stays pending and is reclaimed as usual).
+
+Consumer hygiene: on ``stop()`` the consumer deletes itself from every group where it holds no
+pending entry; and every ``IDLE_FACTOR`` visibility timeouts one worker of the namespace (a
+lease) deletes the consumers idle that long that hold nothing (``lua/delete_consumers.lua``:
+checked and deleted atomically, so a pending entry is never dropped - the entries of a dead
+consumer are reclaimed first). The groups thus hold the live consumers plus those gone less
+than about two such periods ago.
 """
 
 from __future__ import annotations
@@ -17,7 +33,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import redis
+
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
+from stabilize_redis.backend.scripts import script_source
+from stabilize_redis.keys import CONSUMER_GROUP
+from stabilize_redis.outage import Backoff, OutageLog, describe, redis_unavailable
 from stabilize_redis.queue.dispatch import Dispatcher
 
 log = logging.getLogger("stabilize_redis.worker")
@@ -28,10 +49,55 @@ def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+class _Promotion:
+    """When to promote which partitions: every ``EVERY_S`` seconds and at the earliest due
+    time; a partition whose promotion failed is left out until its own backoff has passed."""
+
+    EVERY_S = 0.25
+
+    def __init__(self, backend: RedisBackend, outage: OutageLog) -> None:
+        self.backend = backend
+        self.outage = outage
+        self.next_at = 0.0  # epoch seconds of the next regular pass
+        self.next_due: float | None = None  # earliest due time of a delayed message, if known
+        self._retry_at: dict[int, float] = {}
+        self._backoff: dict[int, Backoff] = {}
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at or (self.next_due is not None and now >= self.next_due)
+
+    def wake_at(self) -> float:
+        return self.next_at if self.next_due is None else min(self.next_at, self.next_due)
+
+    def run(self, now: float) -> None:
+        parts = [i for i in range(self.backend.keys.partitions) if self._retry_at.get(i, 0.0) <= now]
+        failures: dict[int, Exception] = {}
+        try:
+            self.next_due = self.backend.promote(partitions=parts, failures=failures)
+        except Exception as e:  # noqa: BLE001 - nothing promoted (connection lost, ...): retry later
+            failures = dict.fromkeys(parts, e)
+            self.next_due = None
+        for i in parts:
+            if i in failures:
+                self._retry_at[i] = now + self._backoff.setdefault(i, Backoff()).next()
+            else:
+                self._retry_at.pop(i, None)
+                self._backoff.pop(i, None)
+        self.next_at = now + self.EVERY_S
+        if failures:
+            first = failures[min(failures)]
+            n = self.backend.keys.partitions
+            self.outage.failed(first, "" if len(failures) == n else f"{len(failures)} of {n} partitions")
+        elif not self._retry_at:
+            self.outage.ok()
+
+
 class Consumer:
     """Reads and dispatches messages until ``stop()``; safe to run in many processes at once."""
 
     REPORT_EVERY_S = 30.0
+    IDLE_FACTOR = 3.0
+    """Consumers idle this many visibility timeouts and holding nothing are deleted."""
 
     def __init__(
         self,
@@ -49,78 +115,107 @@ class Consumer:
         self.visibility_timeout = visibility_timeout
         self.block_ms = block_ms
         self.name = name or consumer_name()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # everything stops
+        self._draining = threading.Event()  # no more reading or reclaiming; in-flight work goes on
         self._inflight: dict[tuple[int, str], Delivery] = {}
         self._lock = threading.Lock()
         self._slot_freed = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stz-handler")
-        self._threads: list[threading.Thread] = []
+        self._reader: threading.Thread | None = None
+        self._maintenance: threading.Thread | None = None
+        self._delete_consumers = backend.client.register_script(script_source("delete_consumers"))
+        self.outages = {what: OutageLog(log, what) for what in (
+            "read", "promote delayed messages", "heartbeat", "reclaim", "consumer cleanup", "message handling")}
+        self._promotion = _Promotion(backend, self.outages["promote delayed messages"])
         self.processed = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         self._stop.clear()
-        for target, name in ((self._read_loop, "stz-reader"), (self._maintenance_loop, "stz-heartbeat")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._draining.clear()
+        self._reader = threading.Thread(target=self._read_loop, name="stz-reader", daemon=True)
+        self._maintenance = threading.Thread(target=self._maintenance_loop, name="stz-heartbeat", daemon=True)
+        self._reader.start()
+        self._maintenance.start()
         log.info("consumer %s started: concurrency=%d visibility=%.0fs on %s", self.name,
                  self.concurrency, self.visibility_timeout, self.backend.target.describe())
 
     def stop(self, timeout: float | None = 30.0) -> None:
-        """Stop reading, let in-flight handlers finish (up to ``timeout``), then return.
-        Entries still unfinished stay pending and are reclaimed by another worker."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout)
-        self._threads.clear()
+        """Stop reading, let in-flight handlers finish (up to ``timeout``; they stay
+        heartbeated meanwhile), then delete this consumer from every group where it holds no
+        pending entry. Entries still unfinished stay pending and are reclaimed by another worker."""
         deadline = time.monotonic() + (timeout or 0)
-        while self.inflight_count() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self._draining.set()
+        if self._reader is not None:
+            self._reader.join(timeout)
+        with self._slot_freed:
+            while self._inflight and (left := deadline - time.monotonic()) > 0:
+                self._slot_freed.wait(left)
+        self._stop.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout)
+        self._reader = self._maintenance = None
         self._pool.shutdown(wait=False, cancel_futures=True)
-        log.info("consumer %s stopped (%d processed, %d left in flight)", self.name, self.processed,
-                 self.inflight_count())
+        left_over = self.inflight_count()
+        self._release()
+        log.info("consumer %s stopped (%d processed, %d left in flight)", self.name, self.processed, left_over)
 
     @property
     def running(self) -> bool:
-        return bool(self._threads) and not self._stop.is_set()
+        return self._reader is not None and not self._draining.is_set()
 
     def inflight_count(self) -> int:
         with self._lock:
             return len(self._inflight)
 
-    # -- loops -------------------------------------------------------------------------------
+    # -- reading -----------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        next_promote = 0.0
-        next_due: float | None = None
         embedded = self.backend.target.embedded
-        while not self._stop.is_set():
+        outage = self.outages["read"]
+        backoff = Backoff()
+        recreated = False
+        while not self._draining.is_set():
+            if self._promotion.due(time.time()):
+                self._promotion.run(time.time())
+            free = self._wait_for_free_slots(0.5)
+            if free == 0:
+                continue
+            block = max(1, min(self.block_ms, int((self._promotion.wake_at() - time.time()) * 1000) + 1))
+            # COUNT applies per stream, so a read may return more entries than free slots; the
+            # surplus waits in the pool's queue (in flight, heartbeated) - bounded by the number
+            # of partitions.
+            count = max(1, -(-free // self.backend.keys.partitions))
             try:
-                now = time.time()
-                if now >= next_promote or (next_due is not None and now >= next_due):
-                    next_due = self.backend.promote()
-                    next_promote = now + 0.25
-                free = self._wait_for_free_slots(0.5)
-                if free == 0:
-                    continue
-                block = self.block_ms
-                if next_due is not None:
-                    block = max(1, min(block, int((next_due - time.time()) * 1000)))
-                block = min(block, int(max(0.001, next_promote - time.time()) * 1000) + 1)
-                # COUNT applies per stream, so a read may return more entries than free slots;
-                # the surplus waits in the pool's queue (in flight, heartbeated) - bounded by
-                # the number of partitions.
-                count = max(1, -(-free // self.backend.keys.partitions))
                 deliveries = self.backend.fetch(self.name, count, None if embedded else block)
-                if not deliveries and embedded:
-                    self._stop.wait(0.002)
-                for delivery in deliveries:
-                    self._submit(delivery)
-            except Exception:  # noqa: BLE001 - Redis down or similar: keep the worker alive
-                log.exception("read loop error; retrying in 1s")
-                self._stop.wait(1.0)
+            except Exception as e:  # noqa: BLE001 - Redis down or similar: the worker stays up
+                outage.failed(e)
+                missing_group = isinstance(e, redis.ResponseError) and str(e).startswith("NOGROUP")
+                if missing_group and not recreated and self._recreate_groups():
+                    recreated = True  # read again at once, but once per failure streak
+                    continue
+                self._draining.wait(backoff.next())
+                continue
+            outage.ok()
+            backoff.reset()
+            recreated = False
+            if not deliveries and embedded:
+                self._draining.wait(0.002)
+            for delivery in deliveries:
+                self._submit(delivery)
+
+    def _recreate_groups(self) -> bool:
+        """A group is gone (Redis restarted empty, or its stream was deleted): create it again
+        so reading resumes; True when done. Whether the namespace lost data is the guards'
+        question (``durability.marker``); the marker is not touched here."""
+        try:
+            self.backend.ensure_groups()
+        except redis.RedisError as e:
+            log.debug("re-creating the consumer groups failed: %s", describe(e))
+            return False
+        log.warning("read: the namespace's consumer groups were missing (Redis restarted empty?); re-created")
+        return True
 
     def _wait_for_free_slots(self, timeout: float) -> int:
         """Free handler slots, waiting up to ``timeout`` for one when all are busy."""
@@ -129,21 +224,48 @@ class Consumer:
                 self._slot_freed.wait(timeout)
             return max(0, self.concurrency - len(self._inflight))
 
+    # -- handling ----------------------------------------------------------------------------
+
     def _submit(self, delivery: Delivery) -> None:
         with self._lock:
             self._inflight[(delivery.partition, delivery.entry_id)] = delivery
         self._pool.submit(self._run, delivery)
 
     def _run(self, delivery: Delivery) -> None:
+        outage = self.outages["message handling"]
+        backoff: Backoff | None = None
         try:
-            self.dispatcher.dispatch(delivery)
-            self.processed += 1
-        except Exception:  # noqa: BLE001 - Redis errors: the entry stays pending and is reclaimed
-            log.exception("dispatch of entry %s failed; it will be redelivered", delivery.entry_id)
+            while True:
+                try:
+                    self.dispatcher.dispatch(delivery)
+                except Exception as e:  # noqa: BLE001 - the entry stays pending either way
+                    if not redis_unavailable(e) or self._stop.is_set():
+                        self._dispatch_failed(delivery, e)
+                        return
+                    outage.failed(e)
+                    backoff = backoff or Backoff()
+                    if self._stop.wait(backoff.next()):
+                        return
+                    continue
+                outage.ok()
+                self.processed += 1
+                return
         finally:
             with self._slot_freed:
                 self._inflight.pop((delivery.partition, delivery.entry_id), None)
-                self._slot_freed.notify()
+                self._slot_freed.notify_all()
+
+    @staticmethod
+    def _dispatch_failed(delivery: Delivery, error: Exception) -> None:
+        if isinstance(error, redis.RedisError):
+            log.warning("dispatch of entry %s (partition %d) failed (%s); it stays pending and will be "
+                        "redelivered", delivery.entry_id, delivery.partition, describe(error))
+            log.debug("dispatch failure", exc_info=error)
+        else:
+            log.error("dispatch of entry %s (partition %d) failed; it stays pending and will be redelivered",
+                      delivery.entry_id, delivery.partition, exc_info=error)
+
+    # -- maintenance -------------------------------------------------------------------------
 
     def _maintenance_loop(self) -> None:
         beat = max(0.1, self.visibility_timeout / 3)
@@ -157,21 +279,65 @@ class Consumer:
                     log.info("consumer %s: %d messages in the last %.0fs (%d in total), %d in flight",
                              self.name, done - reported, self.REPORT_EVERY_S, done, self.inflight_count())
                 next_report, reported = time.monotonic() + self.REPORT_EVERY_S, done
-            try:
-                with self._lock:
-                    inflight = list(self._inflight.values())
-                self.backend.heartbeat(self.name, inflight)
-                if time.monotonic() >= next_reclaim:
-                    next_reclaim = time.monotonic() + reclaim_every
-                    self._reclaim()
-            except Exception:  # noqa: BLE001
-                log.exception("heartbeat/reclaim error")
+            self._heartbeat()
+            if time.monotonic() >= next_reclaim and not self._draining.is_set():
+                next_reclaim = time.monotonic() + reclaim_every
+                self._reclaim()
+                self._cleanup()
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            inflight = list(self._inflight.values())
+        try:
+            self.backend.heartbeat(self.name, inflight)
+        except Exception as e:  # noqa: BLE001
+            self.outages["heartbeat"].failed(e)
+        else:
+            self.outages["heartbeat"].ok()
 
     def _reclaim(self) -> None:
-        for delivery in self.backend.reclaim(self.name, int(self.visibility_timeout * 1000)):
+        try:
+            reclaimed = self.backend.reclaim(self.name, int(self.visibility_timeout * 1000))
+        except Exception as e:  # noqa: BLE001
+            self.outages["reclaim"].failed(e)
+            return
+        self.outages["reclaim"].ok()
+        for delivery in reclaimed:
             with self._lock:
                 if (delivery.partition, delivery.entry_id) in self._inflight:
                     continue
             log.warning("reclaimed entry %s (partition %d, delivered %d times) from a dead worker",
                         delivery.entry_id, delivery.partition, delivery.delivered)
             self._submit(delivery)
+
+    def _cleanup(self) -> None:
+        """Under the namespace's cleanup lease (taken at most once per idle bound), delete the
+        consumers idle past ``IDLE_FACTOR`` visibility timeouts that hold no pending entry."""
+        idle_ms = max(1000, int(self.IDLE_FACTOR * self.visibility_timeout * 1000))
+        try:
+            if not self.backend.client.set(self.backend.keys.consumer_cleanup_lease, self.name, nx=True, px=idle_ms):
+                return
+            deleted = self._delete(idle_ms, "")
+        except Exception as e:  # noqa: BLE001
+            self.outages["consumer cleanup"].failed(e)
+            return
+        self.outages["consumer cleanup"].ok()
+        if deleted:
+            log.info("deleted %d consumer entries idle over %.0fs with nothing pending (workers gone)",
+                     deleted, idle_ms / 1000)
+
+    def _release(self) -> None:
+        """Delete this consumer from every group where it holds no pending entry."""
+        try:
+            deleted = self._delete(0, self.name)
+        except redis.RedisError as e:
+            log.warning("consumer %s could not remove itself from the groups (%s); the cleanup of a "
+                        "live worker will", self.name, describe(e))
+            return
+        log.debug("consumer %s removed from %d groups", self.name, deleted)
+
+    def _delete(self, min_idle_ms: int, only: str) -> int:
+        pipe = self.backend.client.pipeline(transaction=False)
+        for part in self.backend.keys.all_partitions():
+            self._delete_consumers(keys=[part.ready], args=[CONSUMER_GROUP, min_idle_ms, only], client=pipe)
+        return sum(int(n) for n in pipe.execute())

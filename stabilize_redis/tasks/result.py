@@ -15,6 +15,12 @@ class TaskResult:
     * ``context`` is merged into ``stage.context`` (stage-scoped).
     * ``outputs`` is merged into ``stage.outputs`` (visible downstream).
     * ``target_stage_ref_id`` set together with REDIRECT requests a jump to that stage.
+
+    ``context`` and ``outputs`` must be dicts of plain data that every store accepts (see
+    ``backend.codec.ensure_plain``: string keys; lists, str, bytes, bool, None, finite floats,
+    64-bit ints; no NUL characters; at most ``codec.MAX_DEPTH`` levels). A result that is not
+    fails the task once (TERMINAL, a ``StateEncodingError`` naming the key path in its exception
+    details) — it is never retried.
     """
 
     status: WorkflowStatus

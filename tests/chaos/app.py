@@ -8,7 +8,8 @@ executions and repeats from them.
 
 Tasks: ``work`` (sleeps ``work_s`` and succeeds), ``fail`` (returns TERMINAL; the shape decides
 whether the stage continues), ``flaky`` (raises a TransientError ``fail_times`` times, counting
-in its stage context, then succeeds).
+in its stage context, then succeeds), ``poison`` (returns a value no store could keep, chosen by
+its stage context's ``poison``: see ``POISONS``; the engine must fail it TERMINAL, once).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from stabilize_redis import StageExecution, TaskRegistry, TaskResult
@@ -62,7 +64,31 @@ def flaky(stage: StageExecution) -> TaskResult:
     return TaskResult.success(outputs={f"done_{stage.ref_id}": True, "attempts": seen + 1})
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+POISONS: dict[str, Callable[[], TaskResult]] = {
+    "nan": lambda: TaskResult.success(outputs={"ratio": float("nan")}),
+    "int-beyond-64-bits": lambda: TaskResult.success(outputs={"big": 2**70}),
+    "nul-string": lambda: TaskResult.success(context={"log": "ok\x00then"}),
+    "600-deep": lambda: TaskResult.success(outputs={"tree": _nested(600)}),
+}
+"""What ``poison`` returns, by the stage context's ``poison``."""
+
+
+def poison(stage: StageExecution) -> TaskResult:
+    _log("start", stage)
+    result = POISONS[str(stage.context["poison"])]()
+    _log("end", stage)
+    return result
+
+
 registry = TaskRegistry()
 registry.register("work", work)
 registry.register("fail", fail)
 registry.register("flaky", flaky)
+registry.register("poison", poison)

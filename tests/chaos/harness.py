@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,12 +128,15 @@ def build_workload(count: int, seed: int = 7, work_scale: float = 1.0) -> list[t
 
 
 class PrivateRedis:
-    """A redis-server of the suite's own, with AOF ``everysec`` in a directory of its own."""
+    """A redis-server of the suite's own, with AOF ``everysec`` in a directory of its own.
+    Automatic AOF rewrites are off, so a copy of the AOF directory taken while it runs
+    (``copy_aof``) is self-consistent; ``restart_from`` then plays a crash that lost every
+    write after the copy."""
 
     def __init__(self, workdir: Path) -> None:
         self.dir = workdir
         self.port = free_port()
-        self.args = ["--appendonly", "yes", "--appendfsync", "everysec"]
+        self.args = ["--appendonly", "yes", "--appendfsync", "everysec", "--auto-aof-rewrite-percentage", "0"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
@@ -151,6 +155,24 @@ class PrivateRedis:
     def restart(self) -> None:
         """SIGKILL the server and start it again from its AOF; returns once it answers."""
         self.kill()
+        self.start()
+        self.restarts += 1
+
+    def copy_aof(self, name: str = "copy") -> Path:
+        """Copy the running server's AOF directory now. Redis writes a command to the AOF file
+        before it replies, so the copy holds every write acknowledged so far (fsynced or not)."""
+        target = self.dir.parent / f"{self.dir.name}-aof-{name}"
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(self.dir / "appendonlydir", target)
+        return target
+
+    def restart_from(self, copy: Path) -> None:
+        """SIGKILL the server and start it again from ``copy`` (see ``copy_aof``): every write
+        acknowledged after the copy is lost, as by a crash that lost that much of its AOF."""
+        self.kill()
+        shutil.rmtree(self.dir / "appendonlydir")
+        shutil.copytree(copy, self.dir / "appendonlydir")
         self.start()
         self.restarts += 1
 
@@ -399,15 +421,16 @@ class Verdict:
 
 def verify(workload: list[tuple[Workflow, Expected]], client: redis.Redis, keys: NamespaceKeys,
            store: SnapshotStore, runs: dict[tuple[str, str], list[Run]], disruptions: Disruptions,
-           forbidden_after: dict[tuple[str, str], float] | None = None) -> Verdict:
+           forbidden_after: dict[tuple[str, str], float] | None = None, dead_letters: int = 0) -> Verdict:
     """Every check the issue lists, against the final Redis state, the Postgres record and the
     execution log. ``forbidden_after``: (workflow, stage ref) -> time after which that task must
-    not run again (its completion was checkpointed before a restore)."""
+    not run again (its completion was checkpointed before a restore). ``dead_letters``: how many
+    dead-lettered entries the run put there on purpose (the caller checks what they are)."""
     v = Verdict()
     state = queue_state(client, keys)
     v.check(state["pending"] == 0, f"entries left pending: {state}")
     v.check(state["delayed"] == 0, f"entries left delayed: {state}")
-    v.check(state["dead"] == 0, f"entries dead-lettered: {state}")
+    v.check(state["dead"] == dead_letters, f"entries dead-lettered (expected {dead_letters}): {state}")
     v.check(state["ready"] == 0, f"entries left in the ready streams: {state}")
     for wf, exp in workload:
         raw = client.hgetall(keys.for_workflow(wf.id).workflow(wf.id))

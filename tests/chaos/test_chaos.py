@@ -1,6 +1,8 @@
 """The chaos suite: nothing is lost and every state transition is applied once while workers
-are SIGKILLed, Redis is killed and restarted from its AOF, PostgreSQL is unreachable for 10 s,
-and (in a separate run) the namespace's Redis data is deleted and restored from Postgres.
+are SIGKILLed, Redis is killed and restarted from its AOF, PostgreSQL is unreachable for 10 s;
+in separate runs, the namespace's Redis data is deleted and restored from Postgres, and Redis
+restarts from an AOF about a second old (it lost its last second) while the checkpointers run
+without fsync lag (PostgreSQL ends equal to Redis, every loss reconciled and reported).
 
 ``pytest tests/chaos`` is the CI form (smaller workload, still kills workers and restarts
 Redis); ``STABILIZE_CHAOS=full pytest tests/chaos -s`` the full one (>= 300 workflows, 4 worker
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 
@@ -287,4 +290,92 @@ def test_workflows_survive_losing_the_namespace_data_and_a_restore(rig: Rig) -> 
     print("\n" + summary("namespace-loss+restore", workload, verdict, workers=WORKERS,
                          restored=first["restored"], restore_messages=first["messages"],
                          checkpointed_completed_tasks=len(checkpointed_done), time=f"{elapsed:.1f}s"))
+    assert not verdict.problems, "\n".join(verdict.problems)
+
+
+def _reconciliations(rig: Rig) -> list[tuple[str, str, int]]:
+    """(workflow id, action, lost events) of every reconciliation the checkpointers reported."""
+    with psycopg.connect(PG_DSN) as conn:
+        rows = conn.execute(psycopg.sql.SQL("SELECT workflow_id, action, lost_events FROM {}.reconciliations "
+                                            "WHERE namespace = %s").format(psycopg.sql.Identifier(rig.schema.name)),
+                            (rig.namespace,)).fetchall()
+    return [(str(w), str(a), int(n)) for w, a, n in rows]
+
+
+@pytest.mark.timeout(1800)
+def test_workflows_survive_redis_restarting_from_an_aof_a_second_old(rig: Rig) -> None:
+    """Redis is SIGKILLed and restarted from a copy of its AOF taken a second earlier, as a crash
+    that lost its last second would leave it, while half the workload runs; workers are
+    SIGKILLed every 1-2 s after that. The checkpointers run without fsync lag, so PostgreSQL
+    holds states and events Redis lost: they must be reconciled and reported, and in the end
+    every snapshot equals Redis's state and every transition is archived once.
+
+    Submits pause from the copy until Redis is back: a submit acknowledged in the lost second
+    that no checkpoint had copied yet is lost by definition of ``appendfsync everysec`` (the
+    ``checkpoint`` submit durability exists for that). A lost submit that PostgreSQL has is
+    restored by the reconciliation (tests/durability/test_rollback.py)."""
+    count = 300 if FULL else 48
+    first_half_over, second_half_over = (10.0, 20.0) if FULL else (2.0, 5.0)
+    copy_at = first_half_over + 1.0
+    lost_for = 1.0
+    deadline = 900.0 if FULL else 300.0
+    rig.pool.env.update(STABILIZE_CHECKPOINT_FSYNC_LAG="0", STABILIZE_CHECKPOINT_INTERVAL="0.2")
+    rnd = random.Random(31)
+    workload = build_workload(count, seed=41, work_scale=2.0)
+    ids = [wf.id for wf, _ in workload]
+    client = connect(rig.redis.url, rig.namespace, dsn="")
+    raw = redis.Redis.from_url(rig.redis.url)
+    disruptions = Disruptions(rig.pool.killed)
+    rig.pool.start(WORKERS)
+
+    started = time.time()
+    submitted = kills = 0
+    copied_at = back_at = 0.0
+    copy: Path | None = None
+    next_kill = 0.0
+    while submitted < count:
+        now = time.time()
+        elapsed = now - started
+        if back_at:
+            due = count // 2 + int((count - count // 2) * min(1.0, (now - back_at) / second_half_over))
+        else:
+            due = int(count // 2 * min(1.0, elapsed / first_half_over))
+        while submitted < due and (copy is None or back_at):
+            try:
+                client.submit(workload[submitted][0])
+            except redis.RedisError:
+                break
+            submitted += 1
+        if copy is None and elapsed >= copy_at:
+            copy, copied_at = rig.redis.copy_aof(), time.time()
+        if copy is not None and not back_at and now >= copied_at + lost_for:
+            rig.redis.restart_from(copy)
+            back_at = time.time()
+            disruptions.outages.append((copied_at, back_at))
+            next_kill = back_at + rnd.uniform(1, 2)
+        if back_at and now >= next_kill:
+            if rig.pool.kill_random(rnd) is not None:
+                kills += 1
+            next_kill = time.time() + rnd.uniform(1, 2)
+        if elapsed > deadline:
+            _fail(rig, f"only {submitted} of {count} workflows submitted after {deadline:.0f}s")
+        time.sleep(0.02)  # the chaos driver's tick, not a synchronisation
+
+    _wait_finished(rig, raw, ids, deadline)
+    _quiesce(rig, raw, 120)
+    rig.pool.stop()
+    elapsed = time.time() - started
+    verdict = verify(workload, raw, rig.keys, rig.store, read_runs(rig.logdir), disruptions)
+    reports = _reconciliations(rig)
+    print("\n" + summary("aof-rollback", workload, verdict, workers=WORKERS, kills=kills,
+                         lost_s=f"{lost_for:.1f}", reconciled=len(reports),
+                         lost_events_set_aside=sum(n for _, _, n in reports), time=f"{elapsed:.1f}s"))
+    assert rig.redis.restarts == 1 and kills > 0
+    assert reports, "PostgreSQL held states Redis lost: the reconciliation must report them"
+    for wid, action, _ in reports:
+        archived = {e["event_id"] for e in rig.store.events(wid)}
+        assert f"{rig.namespace}:reconciled:" in " ".join(archived), \
+            f"{wid} ({action}): the reconciliation is recorded in its archived events"
+    text = rig.pool.log_text()
+    assert "reconciliation of partition" in text and "Redis began a new life" in text
     assert not verdict.problems, "\n".join(verdict.problems)

@@ -51,13 +51,24 @@ def dirty_count(backend: RedisBackend) -> int:
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to ``target``. ``down()`` closes the listener and every
     forwarded connection (clients get 'connection refused'); ``up()`` listens again on the same
-    port."""
+    port.
+
+    ``freeze()`` makes it a black hole: every socket stays open and the kernel keeps
+    acknowledging bytes, but nothing is forwarded either way, so neither side can tell it from
+    a peer that went silent; ``freeze(new_connections=False)`` black-holes only the connections
+    open now (a firewall that lost their state) while new ones are forwarded. ``freeze_on(marker)``
+    freezes the moment a client sends bytes containing ``marker`` (those bytes are held too).
+    ``thaw()`` forwards everything held and resumes. ``frozen`` is set at the first freeze."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
+        self._gates: list[threading.Event] = []
+        self._freeze_new = False
+        self._trigger: tuple[bytes, bool] | None = None
         self._lock = threading.Lock()
+        self.frozen = threading.Event()
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port = int(probe.getsockname()[1])
@@ -75,6 +86,7 @@ class TcpProxy:
         with self._lock:
             listener, self._listener = self._listener, None
             conns, self._conns = self._conns, []
+            gates, self._gates = self._gates, []
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
@@ -83,6 +95,29 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 c.shutdown(socket.SHUT_RDWR)
             c.close()
+        for gate in gates:
+            gate.set()  # held bytes go nowhere: their sockets are closed
+
+    def freeze(self, new_connections: bool = True) -> None:
+        with self._lock:
+            self._freeze(new_connections)
+
+    def _freeze(self, new_connections: bool) -> None:
+        for gate in self._gates:
+            gate.clear()
+        self._freeze_new = new_connections
+        self.frozen.set()
+
+    def freeze_on(self, marker: bytes, new_connections: bool = True) -> None:
+        with self._lock:
+            self._trigger = (marker, new_connections)
+
+    def thaw(self) -> None:
+        with self._lock:
+            self._freeze_new = False
+            self._trigger = None
+            for gate in self._gates:
+                gate.set()
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -96,19 +131,28 @@ class TcpProxy:
                 client.close()
                 continue
             upstream.settimeout(None)
+            gate = threading.Event()
             with self._lock:
                 if self._listener is not listener:
                     client.close()
                     upstream.close()
                     return
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                self._gates.append(gate)
+                if not self._freeze_new:
+                    gate.set()
+            for a, b, from_client in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pipe, args=(a, b, gate, from_client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, gate: threading.Event, from_client: bool) -> None:
         try:
             while data := src.recv(65536):
+                if from_client:
+                    with self._lock:
+                        if self._trigger is not None and self._trigger[0] in data:
+                            self._freeze(self._trigger[1])
+                            self._trigger = None
+                gate.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -67,7 +67,7 @@ def test_a_changed_applied_migration_stops_the_run(pg_dsn: str, fresh_schema: st
                      .format(psycopg.sql.Identifier(fresh_schema)))
     with pytest.raises(MigrationError, match="0001_initial"):
         migrate(pg_dsn, fresh_schema)
-    assert [r.state for r in status(pg_dsn, fresh_schema)] == ["changed"]
+    assert [r.state for r in status(pg_dsn, fresh_schema)] == ["changed"] * len(available())
 
 
 def test_concurrent_migrations_apply_once(pg_dsn: str, fresh_schema: str) -> None:

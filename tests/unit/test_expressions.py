@@ -54,6 +54,14 @@ CTX: dict[str, Any] = {
         ("true and not false", True),
         ("null is None", True),
         ("count > 100 or env", "prod"),
+        ("'ab' * 2 + 'c'", "ababc"),
+        ("2 * [0] + [1]", [0, 0, 1]),
+        ("(1,) + (2,)", (1, 2)),
+        ("int('ff', 16) + int(2.9)", 257),
+        ("min('bca') + max(['x', 'y'])", "ay"),
+        ("str([1, 'a', None]) + str(None)", "[1, 'a', None]None"),
+        ("abs(-2.5) + -(-3)", 5.5),
+        ("len({'a': 1, 'b': 2}) == 2 and 'a' in {'a': 1}", True),
     ],
 )
 def test_supported_expressions_evaluate_like_python(expr: str, expected: Any) -> None:
@@ -112,7 +120,8 @@ def test_syntax_errors_empty_and_overlong_expressions_are_rejected() -> None:
 
 
 def test_evaluation_failures_become_expression_errors() -> None:
-    for bad in ("count / 0", "env < 3", "int('x')", "'a' * 1000000", "max()"):
+    for bad in ("count / 0", "env < 3", "int('x')", "'a' * 1000000", "max()", "-env", "{} + {}",
+                "env - 'p'", "[1] * 1.5", "min(count)", "build + 1", "int(1e400)"):
         with pytest.raises(ExpressionError):
             evaluate_expression(bad, CTX)
 

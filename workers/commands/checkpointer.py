@@ -1,5 +1,8 @@
 """``stabilize-redis checkpointer``: run the checkpointer standalone (workers run one inside
-each process by default; run this when workers use ``--no-checkpointer`` or have no DSN)."""
+each process by default; run this when workers use ``--no-checkpointer`` or have no DSN).
+
+Started after workers ran without one, it also re-marks the unsaved workflows of partitions
+whose dirty sets those workers trimmed (``stabilize_redis.durability.dirty_cap``)."""
 
 from __future__ import annotations
 
@@ -57,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     logging.getLogger("stabilize_redis.checkpointer").info(
-        "checkpointer for %s -> %s: interval %.1fs, fsync lag %.1fs, retention %.0fs",
-        backend.target.describe(), pg.describe(), settings.interval, settings.fsync_lag, settings.retention)
-    checkpointer.run(stop)
+        "checkpointer for %s -> %s: interval %.1fs, fsync lag %.1fs, retention %.0fs, stall timeout %.0fs",
+        backend.target.describe(), pg.describe(), settings.interval, settings.fsync_lag, settings.retention,
+        settings.stall_timeout)
+    checkpointer.run(stop)  # supervises the loop thread: a stuck pass is abandoned and replaced
     checkpointer.stop()
     return 0

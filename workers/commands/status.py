@@ -3,8 +3,11 @@
 Per partition: ``ready`` (waiting for delivery), ``in_flight`` (delivered, not yet acknowledged),
 ``delayed``, ``dead`` (dead letters), ``dirty`` (changed since the last checkpoint) and
 ``oldest_dirty_s`` (age of the oldest unsaved change, by the Redis clock), ``last_checkpoint``
-(when the checkpointer last wrote a batch of this partition, from its ``ckpt:info`` hash) and
-``last_checkpoint_age_s``. Totals sum the rows (``oldest_dirty_s``: the maximum).
+(when the checkpointer last wrote a batch of this partition, from its ``ckpt:info`` hash),
+``last_checkpoint_age_s``, ``quarantined`` (workflows PostgreSQL refused, left unsaved until
+they change again) and ``dirty_trimmed`` (true while dirty marks dropped when no checkpointer
+ran await re-marking by one; ``stabilize_redis.durability.dirty_cap``). Totals sum the rows
+(``oldest_dirty_s``: the maximum).
 
 It reads with a plain client and never creates anything, so it shows a namespace that lost its
 data as such (``marker: missing``, exit code 3) instead of re-creating its marker.
@@ -51,10 +54,12 @@ def partition_rows(client: Any, namespace: str, partitions: int) -> list[dict[st
         pipe.zcard(part.dirty)
         pipe.zrange(part.dirty, 0, 0, withscores=True)
         pipe.hget(part.checkpoint_info, "at")
+        pipe.hlen(part.quarantine)
+        pipe.exists(part.dirty_trimmed)
     res = pipe.execute(raise_on_error=False)
     rows: list[dict[str, Any]] = []
     for k, part in enumerate(parts):
-        xlen, pending, delayed, dead, dirty, oldest, at = res[7 * k: 7 * k + 7]
+        xlen, pending, delayed, dead, dirty, oldest, at, quarantined, trimmed = res[9 * k: 9 * k + 9]
         in_flight = 0
         if isinstance(pending, dict):
             in_flight = int(pending.get("pending") or 0)
@@ -72,12 +77,15 @@ def partition_rows(client: Any, namespace: str, partitions: int) -> list[dict[st
             else None,
             "last_checkpoint": _iso(last),
             "last_checkpoint_age_s": round((now - last) / 1000, 3) if last is not None else None,
+            "quarantined": int(quarantined if isinstance(quarantined, int) else 0),
+            "dirty_trimmed": trimmed == 1,
         })
     return rows
 
 
 def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: sum(r[k] for r in rows) for k in ("ready", "in_flight", "delayed", "dead", "dirty")}
+    out: dict[str, Any] = {k: sum(r[k] for r in rows)
+                           for k in ("ready", "in_flight", "delayed", "dead", "dirty", "quarantined")}
     ages = [r["oldest_dirty_s"] for r in rows if r["oldest_dirty_s"] is not None]
     out["oldest_dirty_s"] = max(ages) if ages else None
     stamps = [r["last_checkpoint"] for r in rows if r["last_checkpoint"] is not None]
@@ -86,7 +94,8 @@ def totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _table(report: dict[str, Any]) -> str:
-    cols = ("partition", "ready", "in_flight", "delayed", "dead", "dirty", "oldest_dirty_s", "last_checkpoint_age_s")
+    cols = ("partition", "ready", "in_flight", "delayed", "dead", "dirty", "oldest_dirty_s", "last_checkpoint_age_s",
+            "quarantined")
     lines = [f"{report['target']}  partitions={report['partitions']}  marker={report['marker']}",
              "  ".join(f"{c:>14}" for c in cols)]
     for row in [*report["rows"], {"partition": "total", **report["totals"],

@@ -1,4 +1,4 @@
-"""``stabilize-redis worker``: run supervised worker processes."""
+"""``stabilize-redis worker``: run supervised worker processes (exit codes: ``workers.supervisor``)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ import sys
 from workers.app import AppLoadError
 from workers.commands import add_checkpoint_arguments, add_postgres_arguments, add_target_arguments
 from workers.process import WorkerSettings
-from workers.supervisor import supervise
+from workers.supervisor import EXIT_USAGE, supervise
 
 NAME = "worker"
 HELP = "run worker processes"
+EPILOG = ("exit codes: 0 stopped by SIGTERM/SIGINT; 1 the worker crashed (--processes 1); 2 bad arguments; "
+          "3 the namespace lost its Redis data, run `stabilize-redis restore` (--processes 1); "
+          "4 workers kept crashing, the supervisor gave up. A worker started while Redis is unreachable "
+          "or full waits for it.")
 
 
 def add_arguments(w: argparse.ArgumentParser) -> None:
+    w.epilog = EPILOG
     w.add_argument("--app", required=True, help="MODULE:ATTR naming a TaskRegistry or a callable returning one")
     add_target_arguments(w)
     w.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
@@ -40,4 +45,4 @@ def run(args: argparse.Namespace) -> int:
         return supervise(settings, args.processes)
     except AppLoadError as e:
         print(f"stabilize-redis worker: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
