@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.durability.migrate import migrate
 from stabilize_redis.durability.snapshots import SnapshotStore, forget_snapshot_stores
+from tests.chaos.harness import PrivateRedis
+from tests.durability.support import TcpProxy
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -58,3 +62,30 @@ def snapshot_store(pg_dsn: str, pg_schema: str, namespace: str) -> Iterator[Snap
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture
+def proxy(pg_dsn: str) -> Iterator[TcpProxy]:
+    """A TCP proxy in front of the test PostgreSQL (``proxy.dsn(pg_dsn)``), to cut or stall it."""
+    p = TcpProxy("127.0.0.1", 5432)
+    p.up()
+    try:
+        yield p
+    finally:
+        p.down()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A private redis-server with AOF (``appendfsync everysec``) that a test may kill, restart
+    or roll back (``copy_aof`` / ``restart_from``)."""
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    srv = PrivateRedis(redis_dir)
+    srv.start()
+    forget_backends()
+    try:
+        yield srv
+    finally:
+        forget_backends()
+        srv.stop()

@@ -4,33 +4,15 @@ reconciliation restores it and it runs to the end."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 import stabilize_redis
 from stabilize_redis import WorkflowStatus
-from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.durability.snapshots import SnapshotStore
 from stabilize_redis.durable_submit import SubmitNotDurable
 from tests.chaos.harness import PrivateRedis
 from tests.durability.support import TcpProxy, checkpointer, engine_with_tasks
 from tests.integration.support import make_stage, make_workflow, wait_until
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    srv = PrivateRedis(redis_dir)
-    srv.start()
-    forget_backends()
-    try:
-        yield srv
-    finally:
-        forget_backends()
-        srv.stop()
 
 
 def _answers(client: stabilize_redis.Client) -> bool:
@@ -60,11 +42,10 @@ def test_a_checkpointed_submit_survives_redis_losing_it(server: PrivateRedis, na
     assert eng.store.retrieve(wf.id).status == WorkflowStatus.SUCCEEDED
 
 
-def test_a_checkpointed_submit_raises_when_postgres_cannot_confirm(real_target: tuple[str, str], pg_dsn: str,
-                                                                   pg_schema: str, snapshot_store: SnapshotStore) -> None:
+def test_a_checkpointed_submit_raises_when_postgres_cannot_confirm(
+        real_target: tuple[str, str], pg_dsn: str, pg_schema: str, snapshot_store: SnapshotStore,
+        proxy: TcpProxy) -> None:
     url, namespace = real_target
-    proxy = TcpProxy("127.0.0.1", 5432)
-    proxy.up()
     try:
         unreachable = SnapshotStore(proxy.dsn(pg_dsn), pg_schema, namespace)
         proxy.down()

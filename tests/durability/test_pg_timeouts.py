@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -14,16 +13,6 @@ import pytest
 from stabilize_redis.durability.pg import make_pool
 from tests.durability.support import TcpProxy
 from tests.integration.support import wait_until
-
-
-@pytest.fixture
-def proxy(pg_dsn: str) -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5432)
-    p.up()
-    try:
-        yield p
-    finally:
-        p.down()
 
 
 def test_pool_connections_carry_server_timeouts_and_tcp_keepalives(pg_dsn: str) -> None:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,26 +14,11 @@ import pytest
 from psycopg import sql
 
 from stabilize_redis import WorkflowStatus
-from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.durability.drain import PassStats
 from stabilize_redis.durability.snapshots import SnapshotStore, snapshot_fields
 from tests.chaos.harness import PrivateRedis
 from tests.durability.support import checkpointer, dirty_count, engine_with_tasks, versions
 from tests.integration.support import Engine, count_by_entity, make_stage, make_workflow, wait_until
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis_dir = tmp_path / "redis"
-    redis_dir.mkdir()
-    srv = PrivateRedis(redis_dir)
-    srv.start()
-    forget_backends()
-    try:
-        yield srv
-    finally:
-        forget_backends()
-        srv.stop()
 
 
 def _engine(server: PrivateRedis, namespace: str) -> Engine:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,15 +16,6 @@ from tests.integration.support import make_stage, make_workflow, wait_until
 
 REPORT_EVERY = 1.5
 
-
-@pytest.fixture
-def proxy(pg_dsn: str) -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5432)
-    p.up()
-    try:
-        yield p
-    finally:
-        p.down()
 
 
 def _lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import cast
 
 import psycopg
@@ -31,15 +30,6 @@ from tests.integration.support import Engine, make_stage, make_workflow, wait_un
 STALL_TIMEOUT = 2.0
 SNAPSHOT_WRITE = b"workflow_snapshots"  # bytes of the snapshot upsert on the wire
 
-
-@pytest.fixture
-def proxy(pg_dsn: str) -> Iterator[TcpProxy]:
-    p = TcpProxy("127.0.0.1", 5432)
-    p.up()
-    try:
-        yield p
-    finally:
-        p.down()
 
 
 def _stuck_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
