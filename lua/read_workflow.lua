@@ -6,13 +6,17 @@
 -- ARGV[1] message id to look up in the dedup record ('' for none)
 -- ARGV[2] neighbours to include: '' | 'up' | 'down' | 'both'
 -- ARGV[3] stage ids, space-separated
--- ARGV[4..] other fields to return as they are (counters)
+-- ARGV[4] '' or '<counter prefix> <threshold prefix>': also return, for every stage returned,
+--         the plain fields <counter prefix><stage id> and <threshold prefix><stage id> (its join
+--         counter and the counter's stored threshold)
+-- ARGV[5..] other fields to return as they are (counters, thresholds)
 --
 -- Neighbour ids come from the plain fields u:<stage id> / d:<stage id> (space-separated),
 -- written when the workflow is laid out.
 --
 -- Returns {processed (0|1), meta, meta version, #others, other values..., then per stage read:
---          stage id, blob, version}. Missing values are false.
+--          stage id, blob, version [, counter, threshold when ARGV[4] names them]}. Missing
+--          values are false.
 -- Events: none.
 
 local wf = KEYS[1]
@@ -20,8 +24,8 @@ local processed = 0
 if ARGV[1] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   processed = 1
 end
-local out = {processed, redis.call('HGET', wf, 'meta'), redis.call('HGET', wf, 'v:meta'), #ARGV - 3}
-for i = 4, #ARGV do
+local out = {processed, redis.call('HGET', wf, 'meta'), redis.call('HGET', wf, 'v:meta'), #ARGV - 4}
+for i = 5, #ARGV do
   out[#out + 1] = redis.call('HGET', wf, ARGV[i])
 end
 
@@ -50,9 +54,14 @@ for i = 1, requested do
     end
   end
 end
+local counter, threshold = string.match(ARGV[4], '^(%S+) (%S+)$')
 for _, id in ipairs(ids) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', wf, 's:' .. id)
   out[#out + 1] = redis.call('HGET', wf, 'v:s:' .. id)
+  if counter then
+    out[#out + 1] = redis.call('HGET', wf, counter .. id)
+    out[#out + 1] = redis.call('HGET', wf, threshold .. id)
+  end
 end
 return out

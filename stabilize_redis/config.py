@@ -24,10 +24,15 @@ class EngineConfig:
 
     ``task_backoff_*``: exponential backoff of ``running()`` polls and transient retries
     (a TransientError's ``retry_after`` wins). ``task_max_attempts``: executions of a task that
-    keeps raising transient errors before it fails. ``handler_retry_delay_s``: delay before a
-    message whose handler raised is delivered again (bounded by ``message_max_attempts``, then
-    the dead-letter stream). ``stage_wait_retry_s``/``max_stage_wait_retries``: re-checks of a
-    workflow that cannot complete yet.
+    keeps raising transient errors before it fails (counted in the stage record, apart from
+    message deliveries). ``default_task_timeout_s``: how long a task that is not a RetryableTask
+    (and has no ``stageTimeoutMs``) may stay RUNNING, from its start, before it fails TERMINAL
+    as timed out; checked before each execution and when one returns ``running()`` (0: no
+    limit). ``handler_retry_delay_s``: delay before a message whose handler raised is delivered
+    again (bounded by ``message_max_attempts``, then the dead-letter stream).
+    ``stage_wait_retry_s``/``max_stage_wait_retries``: unused, kept so that stabilize's
+    HandlerConfig maps onto this class - no handler re-checks or waits: a workflow completes
+    when the commit that settles its last top-level stage releases CompleteWorkflow.
     """
 
     task_backoff_min_ms: int = 1000

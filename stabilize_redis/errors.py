@@ -88,10 +88,14 @@ class StabilizeBaseException(Exception):  # noqa: N818 - public name kept from s
         return self._error_code if self._error_code is not None else self.default_error_code
 
     def __str__(self) -> str:
-        text = super().__str__()
+        """stabilize's text: the message, then ``(code=N)`` when the code is not 0, then
+        ``caused by: <cause>`` when there is one, e.g. ``rate limited (code=101)``."""
+        parts = [super().__str__()]
+        if self.code:
+            parts.append(f"(code={self.code})")
         if self.cause is not None:
-            text += f" (caused by: {self.cause})"
-        return text
+            parts.append(f"caused by: {self.cause}")
+        return " ".join(parts)
 
 
 class StabilizeError(StabilizeBaseException):

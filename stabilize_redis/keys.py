@@ -210,5 +210,39 @@ def counter_field(name: str) -> str:
     return f"c:{name}"
 
 
+def threshold_field(name: str) -> str:
+    """Plain integer stored beside counter ``name``: the value whose reaching releases the
+    counter's message (set at layout, replaced only by a commit's reset step)."""
+    return f"t:{name}"
+
+
+def join_counter(stage_id: str) -> str:
+    """Counter name: upstream completions that count toward a stage's join."""
+    return f"j:{stage_id}"
+
+
+def dead_counter(stage_id: str) -> str:
+    """Counter name: upstreams of a stage that halted or can never run; at its threshold
+    (upstreams - join gate + 1) the stage can never start."""
+    return f"k:{stage_id}"
+
+
+SETTLED_COUNTER = "settled"
+"""Counter name: top-level stages settled (final status, or never able to run); its threshold
+is the number of top-level stages, and reaching it releases CompleteWorkflow."""
+HALTED_COUNTER = "halted"
+"""Counter name: top-level stages settled by a halt (TERMINAL, STOPPED, CANCELED) or by being
+unable to run."""
+COMPLETION_FIELD = "cw"
+"""Plain flag: set (HSETNX) by the commit that released the workflow's CompleteWorkflow, so it
+is released once; a reset deletes it."""
+
+
+def settled_flag_field(stage_id: str) -> str:
+    """Plain flag, set (HSETNX) when a top-level stage is counted settled: '1' continuable,
+    'h' halted or unable to run. A stage is counted at most once; a reset deletes it."""
+    return f"z:{stage_id}"
+
+
 def ref_field(ref_id: str) -> str:
     return f"r:{ref_id}"

@@ -7,7 +7,12 @@ from typing import Any, ClassVar
 from stabilize_redis.backend.layout import lay_out
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
-from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
+from stabilize_redis.persistence.redis_store import (
+    RedisWorkflowStore,
+    created_event,
+    stored,
+    validate_for_store,
+)
 from stabilize_redis.queue.messages import CancelWorkflow, ResumeStage, StartWorkflow, new_message_id
 from stabilize_redis.queue.redis_queue import RedisQueue
 
@@ -28,13 +33,19 @@ class Orchestrator:
 
     def start(self, execution: Workflow, handler_config: Any = None) -> None:
         """Enqueue StartWorkflow; with a store, store the workflow first if it is not stored
-        yet — atomically with the enqueue."""
+        yet — atomically with the enqueue (a workflow whose graph cannot run is refused with
+        WorkflowValidationError, nothing written). StartWorkflow starts only a NOT_STARTED
+        workflow: one paused before it started begins when it is resumed (``store.resume``)."""
         start = StartWorkflow(execution_id=execution.id, execution_type=execution.type.name,
                               message_id=new_message_id())
         if self.store is None:
             self.queue.push(start)
             return
-        self.store.backend.submit(execution.id, lay_out(execution), start, "start", created_event(execution))
+        validate_for_store(execution)
+        code = self.store.backend.submit(execution.id, lay_out(execution), start, "start", created_event(execution))
+        if code == 1:
+            stored(execution)
+            self.store.locator.learn(execution.id, [s.id for s in execution.stages])
 
     def cancel(self, execution: Workflow, user: str = "", reason: str = "") -> None:
         self.queue.push(CancelWorkflow(execution_id=execution.id, execution_type=execution.type.name,
@@ -43,9 +54,7 @@ class Orchestrator:
     def unpause(self, execution: Workflow) -> None:
         """Resume a paused workflow: the workflow record goes back to RUNNING (so tasks not yet
         paused keep running) and every PAUSED stage gets a ResumeStage."""
-        store = self.store or RedisWorkflowStore.__new__(RedisWorkflowStore)
-        if self.store is None:
-            store.backend = self.queue.backend
+        store = self.store or RedisWorkflowStore.on_backend(self.queue.backend)
         store.resume(execution.id)
         current = store.retrieve(execution.id)
         for stage in current.stages:

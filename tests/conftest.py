@@ -20,6 +20,7 @@ import redis
 
 from stabilize_redis.backend.connection import reset_embedded
 from stabilize_redis.backend.registry import forget_backends
+from stabilize_redis.support import withdraw_message_type
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -114,3 +115,11 @@ def real_target(redis_url: str, namespace: str) -> Iterator[tuple[str, str]]:
     yield redis_url, namespace
     forget_backends()
     delete_namespace(redis_url, namespace)
+
+
+@pytest.fixture(autouse=True)
+def _no_accepted_message_types() -> Iterator[None]:
+    """A handler a test registers for a type no built-in handler executes makes that type
+    pushable in this process; forget it after the test so no other test depends on the order."""
+    yield
+    withdraw_message_type()

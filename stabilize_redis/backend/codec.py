@@ -3,14 +3,22 @@
 A workflow is stored as one hash: ``meta`` (the workflow without its stages), ``stages`` (the
 stage ids in insertion order) and one ``s:<stage_id>`` blob per stage holding the stage, its
 tasks and its place in the graph (``StageRecord``). Context and outputs must be msgpack/JSON
-representable: anything else is rejected with an error naming the key path.
+representable: anything else is rejected with an error naming the key path — except the values
+stabilize's stores write with ``json.dumps(..., default=str)`` whose ``str`` is their value
+(``TEXT_TYPES``: dates and times, Decimal, UUID, paths, enums), which context and outputs store
+as that string, as stabilize does.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import Enum
+from pathlib import PurePath
 from typing import Any
 
 import msgpack
@@ -36,6 +44,12 @@ other languages (100-128); no realistic state is deeper."""
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 """Integers must fit in a signed 64-bit integer (msgpack, PostgreSQL bigint, JSON readers)."""
+
+TEXT_TYPES: tuple[type, ...] = (datetime.date, datetime.time, datetime.timedelta, Decimal, uuid.UUID, PurePath, Enum)
+"""Values that context and outputs (workflow, stage, task results) store as ``str(value)``, as
+stabilize's ``json.dumps(..., default=str)`` does: a ``datetime`` becomes
+``'2030-01-01 00:00:00'``. Other objects, whose ``str`` is usually a repr with an address, and
+sets are refused. Enums that are ints or strings are stored as such (as JSON does)."""
 
 _isfinite = math.isfinite
 
@@ -79,10 +93,11 @@ def storable_text(value: str) -> str:
     return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
-def _walk(value: Any, room: int) -> None:
+def _walk(value: Any, room: int, text: list[Any] | None = None) -> None:
     """Raise _Problem unless ``value`` is storable plain data nesting at most ``room`` containers.
     Recursion is bounded by ``room``, so input of any depth is safe. Exact built-in types take
-    the fast branches; subclasses are judged by what they are an instance of."""
+    the fast branches; subclasses are judged by what they are an instance of. With ``text`` (a
+    list), TEXT_TYPES values are accepted and appended to it."""
     kind = type(value)
     if kind is str:
         if "\x00" in value or not value.isascii():
@@ -96,9 +111,9 @@ def _walk(value: Any, room: int) -> None:
     elif value is None or kind is bool or kind is bytes:
         return
     elif kind is dict or kind is list or kind is tuple:
-        _walk_container(value, room)
+        _walk_container(value, room, text)
     else:
-        _walk_other(value, room)
+        _walk_other(value, room, text)
 
 
 def _check_text(value: str) -> None:
@@ -107,7 +122,8 @@ def _check_text(value: str) -> None:
         raise _Problem(f"string {_short(repr(value))} {problem}")
 
 
-def _walk_container(value: dict[Any, Any] | list[Any] | tuple[Any, ...], room: int) -> None:
+def _walk_container(value: dict[Any, Any] | list[Any] | tuple[Any, ...], room: int,
+                    text: list[Any] | None) -> None:
     if room <= 0:
         raise _Problem(f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict):
@@ -119,21 +135,22 @@ def _walk_container(value: dict[Any, Any] | list[Any] | tuple[Any, ...], room: i
                 if problem is not None:
                     raise _Problem(f"key {_short(repr(key))} {problem}")
             try:
-                _walk(item, room - 1)
+                _walk(item, room - 1, text)
             except _Problem as p:
                 p.parts.append(_key_part(key))
                 raise
         return
     for i, item in enumerate(value):
         try:
-            _walk(item, room - 1)
+            _walk(item, room - 1, text)
         except _Problem as p:
             p.parts.append(f"[{i}]")
             raise
 
 
-def _walk_other(value: Any, room: int) -> None:
-    """Subclasses of the plain types (an IntEnum, a str or dict subclass) and everything else."""
+def _walk_other(value: Any, room: int, text: list[Any] | None) -> None:
+    """Subclasses of the plain types (an IntEnum, a str or dict subclass), TEXT_TYPES values and
+    everything else."""
     if isinstance(value, str):
         _check_text(value)
     elif isinstance(value, bool | bytes):
@@ -143,21 +160,60 @@ def _walk_other(value: Any, room: int) -> None:
     elif isinstance(value, float):
         _walk(float(value), room)
     elif isinstance(value, dict | list | tuple):
-        _walk_container(value, room)
+        _walk_container(value, room, text)
+    elif text is not None and isinstance(value, TEXT_TYPES):
+        text.append(value)
     else:
         raise _Problem(f"value of type {type(value).__name__} is not msgpack/JSON-representable")
 
 
-def ensure_plain(value: Any, path: str) -> None:
+def ensure_plain(value: Any, path: str, *, as_text: bool = False) -> None:
     """Raise StateEncodingError unless ``value`` is plain data every store accepts: dicts with
     string keys, lists, tuples, str, bytes, bool, None, ints within the signed 64-bit range,
     finite floats; no string or key holding NUL or a lone surrogate; at most ``MAX_DEPTH``
-    nested containers. The message is ``"<path><key path>: <reason>"``, e.g.
-    ``stage 'build': context.a.b[3]: nan is not a finite number ...``; it holds no NUL itself."""
+    nested containers. With ``as_text`` (context and outputs), TEXT_TYPES values are accepted
+    too: ``pack`` stores them as their ``str``. The message is ``"<path><key path>: <reason>"``,
+    e.g. ``stage 'build': context.a.b[3]: nan is not a finite number ...``; it holds no NUL."""
+    _checked(value, path, [] if as_text else None)
+
+
+def _checked(value: Any, path: str, text: list[Any] | None) -> None:
     try:
-        _walk(value, MAX_DEPTH)
+        _walk(value, MAX_DEPTH, text)
     except _Problem as p:
         raise StateEncodingError(f"{path}{''.join(reversed(p.parts))}: {p.reason}") from None
+
+
+def stored_form(value: Any, path: str) -> Any:
+    """``value`` as context and outputs store it: checked as ``ensure_plain(..., as_text=True)``
+    (StateEncodingError naming the key path), then ``value`` itself when it holds no TEXT_TYPES
+    value, else a copy with each one replaced by its ``str`` (tuples become lists, as they
+    decode)."""
+    text: list[Any] = []
+    _checked(value, path, text)
+    return _as_text(value) if text else value
+
+
+def _as_text(value: Any) -> Any:
+    """A copy of checked ``value`` with TEXT_TYPES leaves as ``str`` (depth bounded by the check)."""
+    if isinstance(value, str | bytes | bool | int | float) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {key: _as_text(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_text(item) for item in value]
+    return str(value)
+
+
+def _pack_default(value: Any) -> str:
+    """msgpack's hook for a type it cannot pack: the TEXT_TYPES values a check let through
+    (context and outputs) become their ``str``; anything else raises what msgpack raises
+    without a hook (it calls the hook for an integer beyond 64 bits too)."""
+    if isinstance(value, TEXT_TYPES):
+        return str(value)
+    if isinstance(value, int):
+        raise OverflowError("Integer value out of range")
+    raise TypeError(f"can not serialize {type(value).__name__!r} object")
 
 
 def ensure_text(value: Any, path: str, optional: bool = False) -> None:
@@ -179,7 +235,8 @@ def _describe(value: Any) -> str:
 
 
 def pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    """msgpack of ``value``; TEXT_TYPES values are packed as their ``str`` (see ``ensure_plain``)."""
+    return msgpack.packb(value, use_bin_type=True, default=_pack_default)
 
 
 def unpack(blob: bytes) -> Any:
@@ -234,8 +291,11 @@ class StageRecord:
     ``up``/``down`` are the stage ids of direct upstream/downstream stages (by requisite ref ids
     among siblings), ``children`` the ids of its synthetic stages, ``rank`` its position in a
     topological order of the whole workflow, ``gates`` for each downstream id the number of
-    upstream completions that release its start, ``anc`` its ancestors' outputs in rank-tagged form
-    (see ``dag.lineage``), filled when the stage starts.
+    upstream completions that release its start as laid out (informational: releases compare with
+    the thresholds stored beside the join counters), ``anc`` its ancestors' outputs in rank-tagged
+    form (see ``dag.lineage``), filled when the stage starts. ``tries`` counts, per task id, the
+    executions of a task that ended in a transient error (bounded by ``task_max_attempts``);
+    unlike a message's delivery ``attempts`` it survives the retry messages.
     """
 
     stage: StageExecution
@@ -246,6 +306,7 @@ class StageRecord:
     anc: dict[str, list[list[Any]]] = field(default_factory=dict)
     gates: dict[str, int] = field(default_factory=dict)
     version: int = 0
+    tries: dict[str, int] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -288,6 +349,7 @@ def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
         "rank": rec.rank,
         "anc": rec.anc,
         "gates": rec.gates,
+        "tries": rec.tries,
     }
 
 
@@ -324,7 +386,8 @@ def stage_from_dict(d: dict[str, Any], version: int = 0) -> StageRecord:
     stage.version = version
     for task in stage.tasks:
         task.set_stage_strong(stage)
-    return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d["anc"], d["gates"], version)
+    return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d["anc"], d["gates"], version,
+                       d.get("tries") or {})
 
 
 def encode_stage(rec: StageRecord) -> bytes:

@@ -4,10 +4,22 @@ At submit the graph is laid out once: each stage record gets its direct upstream
 stage ids, the gate of each downstream (how many upstream completions release its start), its
 synthetic children and its topological rank. After that every transition reads only the stages
 it touches.
+
+The counters are laid out with their thresholds beside them (``keys.threshold_field``), counted
+from the statuses the workflow is stored with (``settlement``, the same recount a reset uses):
+
+* ``join_counter(S)``: continuable upstream completions of S; threshold: S's join gate;
+* ``dead_counter(S)`` (top-level S): upstreams that halted or can never run; threshold:
+  upstreams - gate + 1, the number at which S's join can no longer be met;
+* ``SETTLED_COUNTER``: top-level stages settled - a final status, or unable to run - each
+  flagged once (``settled_flag_field``); threshold: the number of top-level stages. Reaching it
+  releases CompleteWorkflow (``lua/commit.lua``); ``HALTED_COUNTER`` counts the halted ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from stabilize_redis.backend.codec import (
@@ -21,14 +33,22 @@ from stabilize_redis.backend.codec import (
 )
 from stabilize_redis.dag.topological import topological_sort
 from stabilize_redis.keys import (
+    HALTED_COUNTER,
     META_FIELD,
+    SETTLED_COUNTER,
     STAGE_IDS_FIELD,
     STATUS_FIELD,
+    counter_field,
+    dead_counter,
     downstreams_field,
+    join_counter,
+    settled_flag_field,
     stage_field,
+    threshold_field,
     upstreams_field,
 )
 from stabilize_redis.models.stage import JoinType, StageExecution
+from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.validation import validate_storable
 
@@ -42,6 +62,89 @@ def join_gate(stage: StageExecution, upstream_count: int) -> int:
     if stage.join_type == JoinType.N_OF_M and stage.join_threshold > 0:
         return min(stage.join_threshold, upstream_count)
     return upstream_count
+
+
+def dead_gate(stage: StageExecution, upstream_count: int) -> int:
+    """Number of halted (or never-running) upstreams at which a stage can never start."""
+    return upstream_count - join_gate(stage, upstream_count) + 1
+
+
+@dataclass
+class Settlement:
+    """Counter values a set of stage records implies (see ``settlement``)."""
+
+    settled: dict[str, bool] = field(default_factory=dict)
+    """Top-level stage id -> halted, for every settled top-level stage: a final status (halted:
+    TERMINAL, STOPPED, CANCELED), or NOT_STARTED with a join that can no longer be met
+    (halted: True)."""
+    joins: dict[str, int] = field(default_factory=dict)
+    """Stage id -> continuable, finished upstreams counted toward its join."""
+    dead: dict[str, int] = field(default_factory=dict)
+    """Top-level stage id -> upstreams settled as halted."""
+    top: int = 0
+    """Number of top-level stages."""
+
+    @property
+    def complete(self) -> bool:
+        """Every top-level stage has settled."""
+        return len(self.settled) == self.top
+
+    @property
+    def halted(self) -> int:
+        return sum(1 for h in self.settled.values() if h)
+
+
+def settlement(records: Mapping[str, StageRecord],
+               activates: Callable[[StageRecord, str], bool] | None = None) -> Settlement:
+    """Recount, from the records' statuses alone, what the counters hold when every transition
+    so far has been committed. ``activates(upstream, stage_id)`` says whether a finished
+    upstream's split routed to the stage (default: always). Pure; used at layout, by
+    CompleteWorkflow and recovery to tell whether every top-level stage has settled, and by
+    resets to recount a region."""
+    out = Settlement()
+    for rec in sorted(records.values(), key=lambda r: r.rank):
+        stage = rec.stage
+        ups = [records[u] for u in rec.up if u in records]
+        if ups:
+            out.joins[rec.id] = sum(1 for u in ups if _finished_ok(u.stage.status)
+                                    and (activates is None or activates(u, rec.id)))
+        if stage.parent_stage_id is not None:
+            continue
+        out.top += 1
+        dead = sum(1 for u in ups if out.settled.get(u.id))
+        if ups:
+            out.dead[rec.id] = dead
+        if stage.status.is_complete:
+            out.settled[rec.id] = stage.status.is_halt
+        elif stage.status == WorkflowStatus.NOT_STARTED and ups and dead >= dead_gate(stage, len(rec.up)):
+            out.settled[rec.id] = True
+    return out
+
+
+def _finished_ok(status: WorkflowStatus) -> bool:
+    return status.is_complete and not status.is_halt
+
+
+def counter_fields(records: Mapping[str, StageRecord], counts: Settlement) -> dict[str, bytes]:
+    """The counter, threshold and settled-flag fields of ``records`` as ``counts`` says."""
+    out: dict[str, bytes] = {}
+    for rec in records.values():
+        if not rec.up:
+            continue
+        gate = join_gate(rec.stage, len(rec.up))
+        out[threshold_field(join_counter(rec.id))] = b"%d" % gate
+        if counts.joins.get(rec.id):
+            out[counter_field(join_counter(rec.id))] = b"%d" % counts.joins[rec.id]
+        if rec.stage.parent_stage_id is None:
+            out[threshold_field(dead_counter(rec.id))] = b"%d" % dead_gate(rec.stage, len(rec.up))
+            if counts.dead.get(rec.id):
+                out[counter_field(dead_counter(rec.id))] = b"%d" % counts.dead[rec.id]
+    for sid, halted in counts.settled.items():
+        out[settled_flag_field(sid)] = b"h" if halted else b"1"
+    out[threshold_field(SETTLED_COUNTER)] = b"%d" % counts.top
+    out[counter_field(SETTLED_COUNTER)] = b"%d" % len(counts.settled)
+    out[counter_field(HALTED_COUNTER)] = b"%d" % counts.halted
+    return out
 
 
 def validate_plain_data(wf: Workflow) -> None:
@@ -87,6 +190,7 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
             fields[upstreams_field(rec.id)] = " ".join(rec.up).encode()
         if rec.down:
             fields[downstreams_field(rec.id)] = " ".join(rec.down).encode()
+    fields.update(counter_fields(records, settlement(records)))
     return fields
 
 

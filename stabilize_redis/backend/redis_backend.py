@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -28,10 +28,13 @@ from stabilize_redis.keys import (
     NamespaceKeys,
     PartitionKeys,
     counter_field,
+    join_counter,
     stage_field,
+    threshold_field,
     version_field,
 )
 from stabilize_redis.queue.messages import Message, decode_message, new_message_id, payload_type
+from stabilize_redis.support import check_message
 
 log = logging.getLogger("stabilize_redis.backend")
 
@@ -67,7 +70,10 @@ class Delivery:
 
 @dataclass
 class Snapshot:
-    """What a handler read: the workflow meta and some stages, each with its version."""
+    """What a handler read: the workflow meta and some stages, each with its version; the
+    counters asked for with their stored thresholds (``thresholds``, absent when none is
+    stored); and, for reads with neighbours, every returned stage's join counter
+    (``keys.join_counter``) and its threshold in the same two dicts."""
 
     workflow_id: str
     meta: dict[str, Any] | None
@@ -75,6 +81,7 @@ class Snapshot:
     stages: dict[str, StageRecord]
     counters: dict[str, int]
     processed: bool = False
+    thresholds: dict[str, int] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -169,6 +176,7 @@ class RedisBackend:
         for sid in stage_ids:
             fields += [stage_field(sid), version_field(stage_field(sid))]
         fields += [counter_field(c) for c in counters]
+        fields += [threshold_field(c) for c in counters]
         values = self.client.hmget(part.workflow(workflow_id), fields)
         meta = unpack(values[0]) if values[0] is not None else None
         stages: dict[str, StageRecord] = {}
@@ -178,24 +186,36 @@ class RedisBackend:
                 stages[sid] = decode_stage(blob, _int(values[3 + 2 * i]))
         base = 2 + 2 * len(stage_ids)
         counts = {c: _int(values[base + i]) for i, c in enumerate(counters)}
-        return Snapshot(workflow_id, meta, _int(values[1]), stages, counts)
+        base += len(counters)
+        limits = {c: int(values[base + i]) for i, c in enumerate(counters) if values[base + i] is not None}
+        return Snapshot(workflow_id, meta, _int(values[1]), stages, counts, thresholds=limits)
 
     def _read_scripted(self, workflow_id: str, part: PartitionKeys, stage_ids: Sequence[str],
                        counters: Sequence[str], ups: bool, downs: bool, processed_id: str) -> Snapshot:
         mode = "both" if ups and downs else "up" if ups else "down" if downs else ""
+        joins = f"{counter_field(join_counter(''))} {threshold_field(join_counter(''))}" if mode else ""
         reply = self.scripts.read_workflow(
             keys=[part.workflow(workflow_id), part.done],
-            args=[processed_id, mode, " ".join(stage_ids), *[counter_field(c) for c in counters]])
+            args=[processed_id, mode, " ".join(stage_ids), joins, *[counter_field(c) for c in counters],
+                  *[threshold_field(c) for c in counters]])
         meta = unpack(reply[1]) if reply[1] else None
         n_other = int(reply[3])
+        n = len(counters)
         counts = {c: _int(reply[4 + i] or None) for i, c in enumerate(counters)}
+        limits = {c: int(reply[4 + n + i]) for i, c in enumerate(counters) if reply[4 + n + i]}
         stages: dict[str, StageRecord] = {}
         rest = reply[4 + n_other:]
-        for i in range(0, len(rest), 3):
+        step = 5 if joins else 3
+        for i in range(0, len(rest), step):
+            sid = rest[i].decode()
             if rest[i + 1]:
-                sid = rest[i].decode()
                 stages[sid] = decode_stage(rest[i + 1], _int(rest[i + 2] or None))
-        return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]))
+            if joins:
+                name = join_counter(sid)
+                counts[name] = _int(rest[i + 3] or None)
+                if rest[i + 4]:
+                    limits[name] = int(rest[i + 4])
+        return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]), limits)
 
     def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None) -> str:
         """Apply a transition atomically with the dedup record and ack of ``delivery``.
@@ -288,13 +308,15 @@ class RedisBackend:
         A message no worker could take is refused here, with a ValueError naming the field,
         instead of being dead-lettered later: values the stores refuse (``ensure_plain``), or
         a payload ``decode_message`` would reject (too large, too deep, a field of the wrong
-        type)."""
+        type), or a type or field value the engine does not execute (``support.check_message``;
+        a type is accepted once a handler for it is registered in this process)."""
         if message.message_id is None:
             message.message_id = new_message_id()
         ensure_plain(message.to_dict(), type(message).__name__)
         part = self.part(message.workflow_id)
         payload = message.encode()
         decode_message(payload)
+        check_message(message)
         if delay_seconds <= 0:
             self.client.xadd(part.ready, {"id": message.message_id, "m": payload})
             return

@@ -1,26 +1,54 @@
 """The write plan of one state transition, built by a handler's decision and applied by the
-commit script in one atomic step. Plain data; no I/O."""
+commit script (``lua/commit.lua``) in one atomic step. Plain data; no I/O.
+
+Counters (version 2): every counter's threshold is stored beside it in the workflow hash
+(``keys.threshold_field``, laid out at submit), so ``count`` carries no threshold - the script
+compares the new value with the stored one and releases the counter's message exactly when it
+is reached. ``reset_counter`` and ``unsettle`` are the reset/recount step (a jump, a restart, an
+added stage): absolute counter values and thresholds, and stages taken off the settled count,
+in the same commit as the state they belong to. ``settle`` counts a top-level stage toward the
+workflow's completion (once per stage, whatever the path); the commit that settles the last one
+releases ``completion`` (CompleteWorkflow), and ``request_completion`` asks for it early (a
+halt that ends the workflow at once). Either way the workflow's CompleteWorkflow is released
+once (the completion flag ``keys.COMPLETION_FIELD``).
+"""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from ulid import ULID
 
 from stabilize_redis.backend.codec import StageRecord, encode_stage, meta_to_dict, pack
-from stabilize_redis.keys import META_FIELD, STATUS_FIELD, counter_field, stage_field
+from stabilize_redis.keys import (
+    COMPLETION_FIELD,
+    HALTED_COUNTER,
+    META_FIELD,
+    SETTLED_COUNTER,
+    STATUS_FIELD,
+    counter_field,
+    dead_counter,
+    downstreams_field,
+    settled_flag_field,
+    stage_field,
+    threshold_field,
+)
 from stabilize_redis.models.workflow import Workflow
-from stabilize_redis.queue.messages import Message, new_message_id
+from stabilize_redis.queue.messages import CompleteWorkflow, Message, new_message_id
 
 
 @dataclass
 class CounterOp:
+    """Add ``incr`` to counter field ``field``; ``release`` is enqueued when the new value equals
+    the integer stored in ``threshold``."""
+
     field: str
+    threshold: str
     incr: int
-    threshold: int
     release: Message | None
 
 
@@ -34,13 +62,22 @@ class Transition:
     counter_checks: dict[str, int] = field(default_factory=dict)
     writes: dict[str, bytes | StageRecord] = field(default_factory=dict)
     deletes: list[str] = field(default_factory=list)
+    resets: dict[str, int] = field(default_factory=dict)
+    unsettled: list[str] = field(default_factory=list)
     counters: list[CounterOp] = field(default_factory=list)
+    settles: dict[str, bool] = field(default_factory=dict)
+    completion: CompleteWorkflow | None = None
+    completion_requested: bool = False
     messages: list[tuple[Message, float]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     notices: list[tuple[str, str]] = field(default_factory=list)
 
     def check(self, field_name: str, version: int) -> None:
         self.checks[field_name] = version
+
+    def check_meta(self, version: int) -> None:
+        """The decision depended on the workflow meta as read at ``version``."""
+        self.checks[META_FIELD] = version
 
     def write_stage(self, rec: StageRecord) -> None:
         """Write a stage guarded by the version it was read at. The stage is encoded when the
@@ -60,11 +97,57 @@ class Transition:
         """Commit only if counter ``name`` still holds ``value`` (it was part of the decision)."""
         self.counter_checks[counter_field(name)] = value
 
-    def count(self, name: str, threshold: int, release: Message | None, incr: int = 1) -> None:
-        """Add ``incr`` to counter ``name``; enqueue ``release`` when it reaches ``threshold``."""
+    def count(self, name: str, release: Message | None = None, incr: int = 1,
+              threshold: int | None = None) -> None:
+        """Add ``incr`` to counter ``name``; enqueue ``release`` when the new value equals the
+        counter's stored threshold (never, when it has none). ``threshold``: store this
+        threshold first, in the same commit (the graph changed: a stage added or removed)."""
         if release is not None and release.message_id is None:
             release.message_id = new_message_id()
-        self.counters.append(CounterOp(counter_field(name), incr, threshold, release))
+        if threshold is not None:
+            self.set_threshold(name, threshold)
+        self.counters.append(CounterOp(counter_field(name), threshold_field(name), incr, release))
+
+    def reset_counter(self, name: str, value: int, threshold: int | None = None) -> None:
+        """Set counter ``name`` to ``value`` (and its stored threshold, when given) in this
+        commit, before its counter operations: the recount of a reset region."""
+        self.resets[counter_field(name)] = value
+        if threshold is not None:
+            self.set_threshold(name, threshold)
+
+    def set_threshold(self, name: str, threshold: int) -> None:
+        """Store ``threshold`` as counter ``name``'s threshold in this commit (before its
+        counter operations)."""
+        self.resets[threshold_field(name)] = threshold
+
+    def complete_when_settled(self, completion: CompleteWorkflow) -> None:
+        """Release ``completion`` if, after this commit's resets, unsettles and settles, every
+        top-level stage is settled and the completion was not released before (a reset that
+        lowered the number of top-level stages, a removed stage)."""
+        if self.completion is None:
+            self.completion = completion
+
+    def unsettle(self, stage_id: str) -> None:
+        """Take a top-level stage off the settled count (if it is on it): it will run again
+        and settle again. The workflow's completion can then be released again."""
+        if stage_id not in self.unsettled:
+            self.unsettled.append(stage_id)
+
+    def settle(self, stage_id: str, halted: bool, completion: CompleteWorkflow | None) -> None:
+        """Count top-level stage ``stage_id`` as settled (once, whichever commit comes first).
+        ``halted``: it halted (TERMINAL, STOPPED, CANCELED) - its downstreams that can no longer
+        start settle with it. ``completion`` is released if this brings the settled count to its
+        threshold; None when this decision completes the workflow itself."""
+        self.settles[stage_id] = halted
+        if completion is not None and self.completion is None:
+            self.completion = completion
+
+    def request_completion(self, completion: CompleteWorkflow) -> None:
+        """Release ``completion`` in this commit unless the workflow's completion was already
+        released (a halt that ends the workflow before every stage settled)."""
+        self.completion_requested = True
+        if self.completion is None:
+            self.completion = completion
 
     def push(self, message: Message, delay_seconds: float = 0.0) -> None:
         if message.message_id is None:
@@ -103,8 +186,8 @@ class Transition:
             if op.release is not None:
                 released.append([op.release.message_id, ref(op.release.encode()), 0])
                 index = len(released)
-            counters.append([op.field, op.incr, op.threshold, index])
-        plan = {
+            counters.append([op.field, op.threshold, op.incr, index])
+        plan: dict[str, Any] = {
             "m": message_id,
             "e": entry_id,
             "g": group,
@@ -119,5 +202,48 @@ class Transition:
             "ev": [ref(json.dumps(e, separators=(",", ":"), default=str)) for e in self.events],
             "p": [[c, m] for c, m in self.notices],
         }
+        if self.resets:
+            plan["z"] = [[f, v] for f, v in self.resets.items()]
+        if self.settles or self.unsettled or self.completion_requested or self.resets or self.completion:
+            plan["k"] = _SETTLE_FIELDS
+            plan["s"] = [[sid, 1 if halted else 0] for sid, halted in self.settles.items()]
+            plan["u"] = list(self.unsettled)
+            plan["cw"] = 1 if self.completion_requested else 0
+            plan["sr"] = 0
+            if self.completion is not None:
+                mid = self.completion.message_id or new_message_id()
+                self.completion.message_id = mid
+                released.append([mid, ref(completion_payload(self.completion)), 0])
+                plan["sr"] = len(released)
         # cjson decodes an empty JSON array as an empty table either way; keep lists as lists.
         return [json.dumps(plan, separators=(",", ":")), *blobs]
+
+
+_SETTLE_FIELDS = {
+    "settled": counter_field(SETTLED_COUNTER),
+    "settled_t": threshold_field(SETTLED_COUNTER),
+    "halted": counter_field(HALTED_COUNTER),
+    "flag": settled_flag_field(""),
+    "dead": counter_field(dead_counter("")),
+    "dead_t": threshold_field(dead_counter("")),
+    "down": downstreams_field(""),
+    "done": COMPLETION_FIELD,
+}
+
+
+@cache
+def _completion_template(execution_type: str) -> tuple[tuple[str, Any], ...]:
+    return tuple(CompleteWorkflow(execution_type=execution_type).to_dict().items())
+
+
+def completion_payload(message: CompleteWorkflow) -> str:
+    """``message.encode()`` for the common CompleteWorkflow (no retry count, attempts or error),
+    without the dataclass walk: every finishing top-level stage carries one."""
+    if (message.retry_count or message.attempts or message.last_error is not None
+            or message.last_error_type is not None or message.max_attempts != 10):
+        return message.encode()
+    data = dict(_completion_template(message.execution_type))
+    data["execution_id"] = message.execution_id
+    data["message_id"] = message.message_id
+    data["created_at"] = message.created_at
+    return json.dumps(data, separators=(",", ":"), sort_keys=True)

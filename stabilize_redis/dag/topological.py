@@ -48,8 +48,27 @@ def _select(stages: Sequence[StageExecution], stage_filter: StageFilter | None) 
     return [s for s in stages if stage_filter is None or stage_filter(s)]
 
 
+def _check_edges(nodes: list[StageExecution]) -> None:
+    """Raise CircularDependencyError for a stage that requires itself or a ref id no stage of
+    ``nodes`` has: neither can ever be ordered (its requisites are never all satisfied)."""
+    refs = {stage.ref_id for stage in nodes}
+    for stage in nodes:
+        if stage.ref_id in stage.requisite_stage_ref_ids:
+            raise CircularDependencyError(
+                f"circular_dependency: stage '{stage.ref_id}' requires itself",
+                stages=[stage], cycle=[stage.ref_id, stage.ref_id])
+    for stage in nodes:
+        missing = sorted(set(stage.requisite_stage_ref_ids) - refs)
+        if missing:
+            names = ", ".join(f"'{r}'" for r in missing)
+            raise CircularDependencyError(
+                f"circular_dependency: stage '{stage.ref_id}' requires {names}, which no stage "
+                "being ordered has, so it can never start", stages=[stage])
+
+
 def _predecessors(nodes: list[StageExecution]) -> list[list[int]]:
-    """For each node index, the indexes of the nodes it requires (refs outside ``nodes`` are ignored)."""
+    """For each node index, the indexes of the nodes it requires (``_check_edges`` has made
+    sure every ref exists and none is a self edge)."""
     by_ref: dict[str, list[int]] = {}
     for index, stage in enumerate(nodes):
         by_ref.setdefault(stage.ref_id, []).append(index)
@@ -117,13 +136,15 @@ def topological_sort(
 
     Among stages that become ready together, input-list order is kept, so the result is
     deterministic.  ``stage_filter`` restricts the graph (default: every stage given,
-    synthetic ones included).  Requisite refs that name no stage in the graph are ignored
-    here (``validate_stage_graph`` reports them).
+    synthetic ones included); every requisite must name a stage of the restricted graph.
 
     Raises:
-        CircularDependencyError: some stages cannot be ordered; the message names the cycle.
+        CircularDependencyError: some stages cannot be ordered: a cycle (the message names
+            it), a stage that requires itself, or a requisite ref id that names no stage of
+            the graph (as stabilize's sort, which can make no progress past such a stage).
     """
     nodes = _select(stages, stage_filter)
+    _check_edges(nodes)
     preds = _predecessors(nodes)
     succs: list[list[int]] = [[] for _ in nodes]
     indegree = [len(p) for p in preds]
@@ -151,9 +172,11 @@ def get_execution_layers(
 ) -> list[list[StageExecution]]:
     """Group stages into layers: layer 0 has no requisites, layer n depends only on earlier layers.
 
-    Stages inside a layer keep input-list order.  Raises CircularDependencyError on a cycle.
+    Stages inside a layer keep input-list order.  Raises CircularDependencyError as
+    :func:`topological_sort` does.
     """
     nodes = _select(stages, stage_filter)
+    _check_edges(nodes)
     layers, left = _kahn_layers(nodes)
     if left:
         _raise_cycle(nodes, left)

@@ -22,7 +22,11 @@ engine's message flow:
     activate it. The StartStage handler re-checks readiness and ``stageEnabled``;
   - PAUSED, SUSPENDED, BUFFERED and REDIRECT stages or tasks: nothing (they wait for an
     operator, a signal, or a message that is not lost by definition);
-  - and CompleteWorkflow when every top-level stage is complete or one of them halted.
+  - and CompleteWorkflow when every top-level stage has settled (the settled count, recounted
+    from the statuses by ``backend.layout.settlement``: a final status, or a join that can no
+    longer be met because an upstream halted), or when one of them is TERMINAL or CANCELED (the
+    workflow ends at once, as CompleteWorkflow's fail-fast rule says). A STOPPED branch alone
+    waits for the others, as in the normal flow.
 
 Every message the plan produces is one the engine's normal flow would have had pending for the
 same state, and every handler re-checks the state it acts on, so a message the workflow
@@ -35,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stabilize_redis.backend.codec import StageRecord, decode_stage, meta_from_dict, unpack
+from stabilize_redis.backend.layout import settlement
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.handlers.flow import activated_downstreams
 from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field, version_field
@@ -57,6 +62,8 @@ from stabilize_redis.queue.messages import (
 _S = WorkflowStatus
 _WAITING = frozenset({_S.PAUSED, _S.SUSPENDED, _S.BUFFERED, _S.REDIRECT})
 """Task statuses that wait for something other than a lost message."""
+_ENDS_EARLY = frozenset({_S.TERMINAL, _S.CANCELED})
+"""Top-level stage statuses that end the workflow before its other branches settle."""
 
 
 def decode_workflow(raw: Mapping[bytes, bytes]) -> tuple[Workflow, dict[str, StageRecord]] | None:
@@ -117,7 +124,8 @@ def recovery_messages(workflow: Workflow,
         elif stage.status == _S.NOT_STARTED:
             out.extend(_not_started_stage(stage, by_id, records, kw))
     top = [s for s in workflow.stages if s.parent_stage_id is None]
-    if top and (any(s.status.is_halt for s in top) or all(s.status.is_complete for s in top)):
+    settled = settlement(records).complete if records is not None else all(s.status.is_complete for s in top)
+    if top and (settled or any(s.status in _ENDS_EARLY for s in top)):
         out.append(CompleteWorkflow(**kw))
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stabilize_redis.handlers import base
 from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.complete_stage import CompleteStageHandler
 from stabilize_redis.handlers.complete_task import CompleteTaskHandler
@@ -14,6 +15,7 @@ from stabilize_redis.handlers.control import (
 )
 from stabilize_redis.handlers.run_task import RunTaskHandler
 from stabilize_redis.handlers.skip_stage import SkipStageHandler
+from stabilize_redis.handlers.stabilize_handler import StabilizeHandler
 from stabilize_redis.handlers.start_stage import StartStageHandler
 from stabilize_redis.handlers.start_task import StartTaskHandler
 from stabilize_redis.handlers.start_workflow import StartWorkflowHandler
@@ -25,8 +27,14 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
 )
 
 
+# stabilize's import path for it is handlers.base (``from stabilize.handlers.base import
+# StabilizeHandler``); it lives in its own module so that base stays the engine's Handler.
+base.StabilizeHandler = StabilizeHandler  # type: ignore[attr-defined]
+
+
 def default_handlers(ctx: HandlerContext) -> dict[type, Handler]:
     return {cls.message_type: cls(ctx) for cls in HANDLER_CLASSES}
 
 
-__all__ = ["HANDLER_CLASSES", "Handler", "HandlerContext", "default_handlers", *[c.__name__ for c in HANDLER_CLASSES]]
+__all__ = ["HANDLER_CLASSES", "Handler", "HandlerContext", "StabilizeHandler", "default_handlers",
+           *[c.__name__ for c in HANDLER_CLASSES]]

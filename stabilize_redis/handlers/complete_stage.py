@@ -1,8 +1,11 @@
 """CompleteStage: settle a stage's status from its tasks, clean up, and route onward.
 
 Continuable (SUCCEEDED, FAILED_CONTINUE, SKIPPED): count toward each downstream's join and the
-workflow's completion in the same commit. Halted (TERMINAL, STOPPED, CANCELED): the workflow is
-asked to complete, which fails or cancels it as stabilize's rules say.
+workflow's completion in the same commit. Halted (TERMINAL, STOPPED, CANCELED): a top-level
+stage settles as halted (so do the downstreams that can no longer start); TERMINAL and CANCELED
+also end the workflow at once, as stabilize does (CompleteWorkflow fails or cancels it and
+cancels the running branches), while STOPPED lets the other branches finish and the workflow
+completes when the last of them settles.
 
 ``finish_stage`` is also called by RunTask/CompleteTask when a stage's last task ends, so a
 single-task stage needs no separate CompleteStage message.
@@ -24,12 +27,20 @@ from stabilize_redis.handlers.base import (
     now_ms,
     stage_event_data,
 )
-from stabilize_redis.handlers.flow import TOP_COUNTER, activated_downstreams, release_after_completion
+from stabilize_redis.handlers.flow import (
+    SETTLE_COUNTERS,
+    activated_downstreams,
+    release_after_completion,
+    settle_stage,
+)
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message
 
 log = logging.getLogger("stabilize_redis.handlers")
+
+_ENDS_WORKFLOW = (WorkflowStatus.TERMINAL, WorkflowStatus.CANCELED)
+"""Halts of a top-level stage that end the workflow without waiting for its other branches."""
 
 
 def cleanup_tasks(ctx: HandlerContext, rec: StageRecord) -> None:
@@ -71,8 +82,11 @@ def finish_stage(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageR
         t.event("stage.completed", "stage", rec.id, data)
         release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs), ctx.registry)
     else:
-        t.push(CompleteWorkflow(**kw))
         t.event("stage.failed", "stage", rec.id, data)
+        if stage.parent_stage_id is None:
+            settle_stage(t, rec, kw, end_now=status in _ENDS_WORKFLOW)
+        else:
+            t.push(CompleteWorkflow(**kw))
 
 
 class CompleteStageHandler(Handler):
@@ -96,5 +110,5 @@ class CompleteStageHandler(Handler):
             return t
 
         return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                             lambda: self.backend.read(wid, [sid], counters=SETTLE_COUNTERS,
                                                        with_downstreams=True), decide)

@@ -13,7 +13,7 @@ from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext, attach, known_stage, known_task, now_ms
 from stabilize_redis.handlers.complete_stage import finish_stage
-from stabilize_redis.handlers.flow import TOP_COUNTER
+from stabilize_redis.handlers.flow import SETTLE_COUNTERS
 from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
@@ -68,5 +68,5 @@ class CompleteTaskHandler(Handler):
             return t
 
         return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                             lambda: self.backend.read(wid, [sid], counters=SETTLE_COUNTERS,
                                                        with_downstreams=True), decide)

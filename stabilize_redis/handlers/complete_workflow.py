@@ -1,33 +1,69 @@
-"""CompleteWorkflow: decide the workflow's final status from its top-level stages.
+"""CompleteWorkflow: decide the workflow's final status from its top-level stages, at once.
 
-Released once by the last top-level stage to finish (or sent by a failing stage), so reading
-every stage here costs once per workflow, not per transition.
+The commit that settles the workflow's last top-level stage releases this message once (the
+settled count, ``backend.layout``); a top-level stage that ends TERMINAL or CANCELED releases it
+early, as stabilize does. Either way it is decided here from the stages read, without waiting:
+
+* every top-level stage settled (a final status, or never able to start because an upstream
+  halted): SUCCEEDED if all ran continuably, else TERMINAL if one is TERMINAL, else CANCELED if
+  one is CANCELED (or the workflow was canceled), else - only STOPPED branches - SUCCEEDED, or
+  TERMINAL when ``completeOtherBranchesThenFail`` is set in the workflow's or a stopped stage's
+  context;
+* not every stage settled, but one is TERMINAL (or CANCELED): the workflow ends so now and its
+  running top-level stages get CancelStage (stabilize's fail-fast rule);
+* otherwise (a redundant or early message): nothing - the commit that settles the last stage
+  releases the message again. No handler re-queues it, polls or waits.
+
+A CANCELED workflow's stages that never started are recorded CANCELED too. Reading every stage
+costs once per workflow, not per transition; every stage version read is in the read set.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.layout import meta_extras
+from stabilize_redis.backend.layout import meta_extras, settlement
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, known_workflow, now_ms
 from stabilize_redis.keys import stage_field
+from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.queue.messages import CancelStage, CompleteWorkflow, Message
 
+_S = WorkflowStatus
+_UNFINISHED = (_S.RUNNING, _S.PAUSED, _S.SUSPENDED)
 
-def final_status(statuses: list[WorkflowStatus], complete_other_branches_then_fail: bool) -> WorkflowStatus | None:
-    """stabilize's rule over top-level stage statuses; None means not decided yet."""
-    if all(s in CONTINUABLE_STATUSES for s in statuses):
-        return WorkflowStatus.SUCCEEDED
-    if WorkflowStatus.TERMINAL in statuses:
-        return WorkflowStatus.TERMINAL
-    if WorkflowStatus.CANCELED in statuses:
-        return WorkflowStatus.CANCELED
-    if WorkflowStatus.STOPPED in statuses and all(s.is_complete for s in statuses):
-        return WorkflowStatus.TERMINAL if complete_other_branches_then_fail else WorkflowStatus.SUCCEEDED
+
+def final_status(statuses: list[WorkflowStatus], complete_other_branches_then_fail: bool,
+                 canceled: bool = False) -> WorkflowStatus:
+    """The final status of a workflow whose top-level stages have all settled, from their
+    statuses (NOT_STARTED ones never ran: an upstream halted)."""
+    ran = [s for s in statuses if s != _S.NOT_STARTED]
+    if len(ran) == len(statuses) and all(s in CONTINUABLE_STATUSES for s in ran):
+        return _S.SUCCEEDED
+    if _S.TERMINAL in ran:
+        return _S.TERMINAL
+    if _S.CANCELED in ran or canceled:
+        return _S.CANCELED
+    if _S.STOPPED in ran:
+        return _S.TERMINAL if complete_other_branches_then_fail else _S.SUCCEEDED
+    return _S.TERMINAL
+
+
+def early_status(statuses: list[WorkflowStatus]) -> WorkflowStatus | None:
+    """The status a workflow ends with before every stage settled (stabilize's rule: any
+    TERMINAL top-level stage, else any CANCELED one), or None: wait for the settled count."""
+    if _S.TERMINAL in statuses:
+        return _S.TERMINAL
+    if _S.CANCELED in statuses:
+        return _S.CANCELED
     return None
+
+
+def _override_success(context: dict[str, Any], top: list[StageExecution]) -> bool:
+    return bool(context.get("completeOtherBranchesThenFail")) or any(
+        s.status == _S.STOPPED and s.context.get("completeOtherBranchesThenFail") for s in top)
 
 
 class CompleteWorkflowHandler(Handler):
@@ -47,29 +83,33 @@ class CompleteWorkflowHandler(Handler):
             wf = attach(snap)
             if wf.status.is_complete:
                 return t
-            top = [r for r in snap.stages.values() if r.stage.parent_stage_id is None]
+            t.check_meta(snap.meta_version)
             for rec in snap.stages.values():
                 t.check(stage_field(rec.id), rec.version)
+            top = [r for r in snap.stages.values() if r.stage.parent_stage_id is None]
             statuses = [r.stage.status for r in top]
-            status = final_status(statuses, bool(wf.context.get("completeOtherBranchesThenFail")))
-            if status is None and wf.is_canceled and not any(s == WorkflowStatus.RUNNING for s in statuses):
-                status = WorkflowStatus.CANCELED
+            status: WorkflowStatus | None
+            if settlement(snap.stages).complete:
+                status = final_status(statuses, _override_success(wf.context, [r.stage for r in top]),
+                                      wf.is_canceled)
+            else:
+                status = early_status(statuses)
             if status is None:
-                if message.retry_count >= self.config.max_stage_wait_retries:
-                    status = WorkflowStatus.TERMINAL
-                else:
-                    t.push(CompleteWorkflow(retry_count=message.retry_count + 1, **kw),
-                           self.config.stage_wait_retry_s)
-                    return t
+                return t
             wf.status = status
             wf.end_time = now_ms()
             t.write_meta(wf, meta_extras(meta), snap.meta_version)
-            if status != WorkflowStatus.SUCCEEDED:
+            if status != _S.SUCCEEDED:
                 for rec in top:
-                    if rec.stage.status == WorkflowStatus.RUNNING:
+                    if rec.stage.status in _UNFINISHED:
                         t.push(CancelStage(stage_id=rec.id, **kw))
-            kind = {WorkflowStatus.SUCCEEDED: "workflow.completed",
-                    WorkflowStatus.CANCELED: "workflow.canceled"}.get(status, "workflow.failed")
+            if status == _S.CANCELED:
+                for rec in snap.stages.values():
+                    if rec.stage.status == _S.NOT_STARTED:
+                        rec.stage.status = _S.CANCELED
+                        rec.stage.end_time = wf.end_time
+                        t.write_stage(rec)
+            kind = {_S.SUCCEEDED: "workflow.completed", _S.CANCELED: "workflow.canceled"}.get(status, "workflow.failed")
             t.event(kind, "workflow", wid, {"status": status.name, "end_time": wf.end_time,
                                             "duration_ms": wf.end_time - (wf.start_time or wf.end_time)})
             return t

@@ -1,10 +1,16 @@
-"""Control handlers: CancelWorkflow, CancelStage, PauseTask, ResumeStage."""
+"""Control handlers: CancelWorkflow, CancelStage, PauseTask, ResumeStage.
+
+Each decision's read set holds everything it depended on: the stage versions it writes, and the
+workflow meta's version whenever the decision looked at the workflow (PauseTask and ResumeStage
+decide by its status), so an unpause landing between read and commit makes the commit CONFLICT
+and the decision is made again on the new state.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.layout import meta_extras
+from stabilize_redis.backend.layout import meta_extras, settlement
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import (
@@ -16,6 +22,7 @@ from stabilize_redis.handlers.base import (
     now_ms,
     stage_event_data,
 )
+from stabilize_redis.handlers.flow import settle_stage
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import (
     CancelStage,
@@ -32,7 +39,14 @@ _CANCELABLE_TASK = (WorkflowStatus.NOT_STARTED, WorkflowStatus.RUNNING, Workflow
 
 
 class CancelWorkflowHandler(Handler):
-    """Flag the workflow canceled, cancel its unfinished top-level stages, then complete it."""
+    """Flag the workflow canceled and cancel its unfinished top-level stages; the CancelStage
+    that settles the last of them releases CompleteWorkflow (no delayed re-check). When none of
+    them can (all settled already: nothing left to cancel, or stages that can never start),
+    CompleteWorkflow is sent at once.
+
+    The read set is the meta (written): the stage statuses only choose which CancelStage
+    messages to send, and each CancelStage re-checks its stage (one that finished meanwhile is
+    left as it is), so a stage changing after the read cannot make the decision wrong."""
 
     message_type = CancelWorkflow
 
@@ -51,10 +65,13 @@ class CancelWorkflowHandler(Handler):
             wf.canceled_by = message.user or "anonymous"
             wf.cancellation_reason = message.reason or None
             t.write_meta(wf, meta_extras(meta), snap.meta_version)
-            for rec in snap.stages.values():
-                if rec.stage.parent_stage_id is None and not rec.stage.status.is_complete:
-                    t.push(CancelStage(stage_id=rec.id, **kw))
-            t.push(CompleteWorkflow(**kw), self.config.stage_wait_retry_s / 4)
+            pending = [rec for rec in snap.stages.values()
+                       if rec.stage.parent_stage_id is None and not rec.stage.status.is_complete]
+            for rec in pending:
+                t.push(CancelStage(stage_id=rec.id, **kw))
+            settled = settlement(snap.stages).settled
+            if all(rec.id in settled for rec in pending):  # no CancelStage can settle the last one
+                t.push(CompleteWorkflow(**kw))
             return t
 
         return self.transact(message, delivery,
@@ -63,13 +80,19 @@ class CancelWorkflowHandler(Handler):
 
 class CancelStageHandler(Handler):
     """Cancel an unfinished stage and its unfinished tasks. The commit publishes the ids of tasks
-    that were running, and every worker's listener cancels the token of any it is executing."""
+    that were running, and every worker's listener cancels the token of any it is executing.
+
+    A top-level stage settles (CANCELED, halted) in the same commit, with the downstreams that
+    can no longer start; if that settles the last top-level stage the commit releases
+    CompleteWorkflow, so the workflow ends at once rather than at the next stall sweep. Like
+    stabilize, a canceled stage does not end its workflow's other branches."""
 
     message_type = CancelStage
 
     def handle(self, message: Message, delivery: Delivery | None) -> str:
         assert isinstance(message, CancelStage)
         wid, sid = message.execution_id, message.stage_id
+        kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
         canceled_tasks: list[str] = []
 
         def decide(snap: Snapshot) -> Transition:
@@ -91,6 +114,7 @@ class CancelStageHandler(Handler):
             for task_id in canceled_tasks:
                 t.publish(self.backend.keys.cancel_channel, task_id)
             t.event("stage.canceled", "stage", sid, stage_event_data(rec, status="CANCELED"))
+            settle_stage(t, rec, kw)
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
@@ -112,6 +136,7 @@ class PauseTaskHandler(Handler):
             task = known_task(snap, rec, tid)
             if task.status != WorkflowStatus.RUNNING:
                 return t
+            t.check_meta(snap.meta_version)
             if known_workflow(snap)["status"] != WorkflowStatus.PAUSED.name:
                 t.push(RunTask(execution_id=wid, execution_type=message.execution_type, stage_id=sid,
                                task_id=tid, task_type=task.implementing_class))
@@ -139,6 +164,7 @@ class ResumeStageHandler(Handler):
             if rec.stage.status != WorkflowStatus.PAUSED:
                 return t
             wf = attach(snap)
+            t.check_meta(snap.meta_version)
             task = next((x for x in rec.stage.tasks if x.status == WorkflowStatus.PAUSED), None)
             rec.stage.status = WorkflowStatus.RUNNING
             if wf.status == WorkflowStatus.PAUSED:

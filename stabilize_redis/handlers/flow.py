@@ -1,6 +1,12 @@
-"""Routing decisions shared by the handlers that finish a stage (CompleteStage, SkipStage).
+"""Routing decisions shared by the handlers that finish a stage (CompleteStage, SkipStage,
+CancelStage, and RunTask/CompleteTask through ``finish_stage``).
 
-Pure: they add to a Transition, never touch Redis.
+Pure: they add to a Transition, never touch Redis. Joins and the workflow's completion are
+counters whose thresholds are stored in the workflow hash (``backend.layout``): a decision only
+adds to them, and the commit releases what a counter's threshold releases. The exception is the
+fused path, where a decision that *read* a counter one short of its threshold acts on it in the
+same commit (starts the downstream, or completes the workflow) and makes that value part of its
+read set.
 """
 
 from __future__ import annotations
@@ -14,17 +20,18 @@ from stabilize_redis.backend.redis_backend import Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.handlers.start_stage import claim_ready_stage, report_expression_failure
+from stabilize_redis.keys import HALTED_COUNTER, SETTLED_COUNTER, join_counter
 from stabilize_redis.models.stage import SplitType
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, SkipStage, StartStage
 from stabilize_redis.tasks.registry import TaskRegistry
 
+__all__ = ["SETTLE_COUNTERS", "SPLIT_CONDITION_ERRORS", "activated_downstreams", "join_counter",
+           "release_after_completion", "settle_stage", "succeed_workflow"]
 
-def join_counter(stage_id: str) -> str:
-    return f"j:{stage_id}"
-
-
-TOP_COUNTER = "top"
+SETTLE_COUNTERS = (SETTLED_COUNTER, HALTED_COUNTER)
+"""Counters a handler that may finish a top-level stage reads (with the settled threshold), so
+the last one can complete the workflow in its own commit."""
 
 SPLIT_CONDITION_ERRORS = "splitConditionErrors"
 """Context key of an OR-splitting stage: {downstream ref id: error} for each split condition
@@ -63,23 +70,46 @@ def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[st
     return active
 
 
+def _live(snap: Snapshot) -> bool:
+    """The workflow can still start stages: not finished, not canceled (PAUSED counts)."""
+    assert snap.meta is not None
+    return not snap.meta["canceled"] and not WorkflowStatus[snap.meta["status"]].is_complete
+
+
+def settle_stage(t: Transition, rec: StageRecord, kw: dict[str, Any], end_now: bool = False) -> None:
+    """``rec``'s stage reached a final status in ``t``: if it is a top-level stage, count it
+    settled (a halted one takes the downstreams that can no longer start with it); the commit
+    that settles the last one releases CompleteWorkflow. ``end_now``: also release it in this
+    commit (a halt that ends the workflow without waiting for the other branches)."""
+    if rec.stage.parent_stage_id is not None:
+        return
+    completion = CompleteWorkflow(**kw)
+    t.settle(rec.id, rec.stage.status.is_halt, completion)
+    if end_now:
+        t.request_completion(completion)
+
+
 def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
                              message_kw: dict[str, Any], active: set[str] | None = None,
                              registry: TaskRegistry | None = None) -> None:
-    """A stage finished with a continuable status: count it toward each downstream's join
-    (the last needed completion releases that StartStage) and toward the workflow's completion
-    (the last top-level stage releases CompleteWorkflow). Downstreams an OR-split did not
-    activate are skipped; each split condition that failed to evaluate (recorded by
-    ``activated_downstreams``) is logged and gets an EXPRESSION_FAILED event.
+    """A stage finished with a continuable status: count it toward each downstream's join (the
+    commit whose count reaches the join's stored threshold releases that StartStage) and settle
+    it toward the workflow's completion. Downstreams an OR-split did not activate are skipped;
+    each split condition that failed to evaluate (recorded by ``activated_downstreams``) is
+    logged and gets an EXPRESSION_FAILED event. The decision depends on the workflow meta (its
+    status), so the meta's version is in the read set.
 
-    A downstream whose join needs only this completion (its only upstream, or a discriminator)
-    and whose record the snapshot holds is started right here, in the same commit (with
-    ``registry``), instead of through a StartStage message; its counter still counts.
-
-    When the snapshot holds the top-level counter and this is the last top-level stage, every
-    top-level stage has finished continuably, so the workflow SUCCEEDS in this same commit
-    (guarded by the counter's value) instead of through a CompleteWorkflow message."""
+    Fused path (with ``registry``): a downstream whose join this completion alone releases (the
+    snapshot read its counter at 0 and its threshold at 1: one upstream, or a discriminator),
+    and whose record it holds, is started in this same commit instead of through a StartStage
+    message (the counter value read is checked by the commit). A join of several upstreams
+    starts through StartStage, which reads every upstream for the lineage. Likewise, when the
+    snapshot read the settled count one short of the number of top-level stages with no halted
+    one, every top-level stage has finished continuably, so the workflow SUCCEEDS in this commit
+    instead of through a CompleteWorkflow message."""
     assert snap.meta is not None
+    t.check_meta(snap.meta_version)
+    live = _live(snap)
     if active is not None:
         for ref, error in rec.stage.context.get(SPLIT_CONDITION_ERRORS, {}).items():
             report_expression_failure(t, rec, "splitConditions", error,
@@ -88,30 +118,28 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
         if active is not None and did not in active:
             t.push(SkipStage(stage_id=did, **message_kw))
             continue
-        gate = rec.gates.get(did, 1)
+        name = join_counter(did)
         down = snap.stages.get(did)
-        if registry is not None and gate == 1 and down is not None and _startable(snap, down):
-            t.count(join_counter(did), gate, None)
+        count, limit = snap.counters.get(name), snap.thresholds.get(name)
+        if registry is not None and down is not None and count == 0 and limit == 1 \
+                and live and down.stage.status == WorkflowStatus.NOT_STARTED:
+            t.expect_counter(name, count)
+            t.count(name)
             claim_ready_stage(registry, t, down, [rec], message_kw)
             continue
-        t.count(join_counter(did), gate, StartStage(stage_id=did, **message_kw))
+        t.count(name, StartStage(stage_id=did, **message_kw) if live else None)
     if rec.stage.parent_stage_id is not None:
         return
-    top = int(snap.meta["top"])
-    done = snap.counters.get(TOP_COUNTER)
-    if done is not None and done + 1 == top and snap.meta["status"] == WorkflowStatus.RUNNING.name \
-            and not snap.meta["canceled"]:
-        t.expect_counter(TOP_COUNTER, done)
-        t.count(TOP_COUNTER, top, None)
+    settled, limit = snap.counters.get(SETTLED_COUNTER), snap.thresholds.get(SETTLED_COUNTER)
+    halted = snap.counters.get(HALTED_COUNTER)
+    if live and snap.meta["status"] == WorkflowStatus.RUNNING.name and settled is not None \
+            and settled + 1 == limit and halted == 0:
+        t.expect_counter(SETTLED_COUNTER, settled)
+        t.expect_counter(HALTED_COUNTER, 0)
+        t.settle(rec.id, False, None)
         succeed_workflow(t, snap)
         return
-    t.count(TOP_COUNTER, top, CompleteWorkflow(**message_kw))
-
-
-def _startable(snap: Snapshot, down: StageRecord) -> bool:
-    assert snap.meta is not None
-    return (down.stage.status == WorkflowStatus.NOT_STARTED and not snap.meta["canceled"]
-            and snap.meta["status"] == WorkflowStatus.RUNNING.name)
+    settle_stage(t, rec, message_kw)
 
 
 def succeed_workflow(t: Transition, snap: Snapshot) -> None:

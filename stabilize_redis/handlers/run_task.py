@@ -5,6 +5,17 @@ lock; its outcome is then committed with the usual read -> decide -> commit loop
 CONFLICT re-reads and re-applies the same outcome (the task is not run again). A zombie
 worker's late commit is rejected by the dedup record of the RunTask message it ran.
 
+Timeouts: a RetryableTask's own timeout (or the stage's ``stageTimeoutMs``) bounds the task
+from its start and abandons an execution that outlives it. Every other task is bounded by
+``EngineConfig.default_task_timeout_s``, checked before each execution and when one returns
+``running()``: a task still RUNNING past it fails TERMINAL ("timed out", ``on_timeout`` first).
+One execution of such a task is not interrupted (that costs a helper thread per execution).
+
+Attempts: a task's transient failures are counted in its stage record (``StageRecord.tries``),
+not in the message: each retry is a new RunTask message whose delivery ``attempts`` start at 0,
+so handler failures (bounded by ``message_max_attempts``) and task retries (bounded by
+``task_max_attempts``) never use up each other's budget.
+
 An outcome holding a value that cannot be stored (``task_execution.vet_outcome``), or whose
 transition still fails to encode, fails the task (TERMINAL, StateEncodingError in its exception
 details) in that same single commit: it is never retried, dead-lettered or left RUNNING.
@@ -23,7 +34,7 @@ from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, UnknownTarget, attach, known_stage, known_task, now_ms
 from stabilize_redis.handlers.complete_task import finish_task
-from stabilize_redis.handlers.flow import TOP_COUNTER
+from stabilize_redis.handlers.flow import SETTLE_COUNTERS
 from stabilize_redis.handlers.task_execution import (
     Outcome,
     error_text,
@@ -53,7 +64,7 @@ class RunTaskHandler(Handler):
         assert isinstance(message, RunTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
-        snap = self.backend.read(wid, [sid], processed_id=message.message_id, counters=(TOP_COUNTER,),
+        snap = self.backend.read(wid, [sid], processed_id=message.message_id, counters=SETTLE_COUNTERS,
                                  with_downstreams=True)
         if snap.processed:  # already committed: a redelivery must not run user code again
             return self.backend.commit(Transition(wid), message, delivery)
@@ -75,7 +86,7 @@ class RunTaskHandler(Handler):
         elif wf.is_canceled or wf.status.is_complete:
             outcome = self._canceled(impl, rec, wf.is_canceled)
         elif wf.status == WorkflowStatus.PAUSED:
-            return self._commit_simple(message, delivery, PauseTask(**self._kw(message)))
+            return self._paused(message, delivery, snap)
         elif stage.context.get("manualSkip") or (isinstance(impl, SkippableTask) and not impl.is_enabled(stage)):
             outcome = Outcome(result=TaskResult.skipped())
         else:
@@ -92,12 +103,16 @@ class RunTaskHandler(Handler):
     def _run(self, impl: Task, rec: StageRecord, task: TaskExecution) -> Outcome:
         stage = rec.stage
         limit = task_timeout(impl, stage, self.config.default_task_timeout_s)
+        default = self.config.default_task_timeout_s if limit is None and self.config.default_task_timeout_s > 0 \
+            else None
+        started = task.start_time or now_ms()
         remaining = None
         if limit is not None:
-            started = task.start_time or now_ms()
             remaining = limit - (now_ms() - started) / 1000.0
             if remaining <= 0:
                 return self._timed_out(impl, rec, limit)
+        elif default is not None and (now_ms() - started) / 1000.0 >= default:
+            return self._timed_out(impl, rec, default)
         token = self.ctx.tokens.open(task.id)
         try:
             outcome = execute(impl, stage, token, remaining)
@@ -105,6 +120,9 @@ class RunTaskHandler(Handler):
             self.ctx.tokens.close(task.id)
         if outcome.timed_out:
             return self._timed_out(impl, rec, limit or 0.0)
+        if default is not None and outcome.result is not None and outcome.result.status == WorkflowStatus.RUNNING \
+                and (now_ms() - started) / 1000.0 >= default:
+            return self._timed_out(impl, rec, default)
         return outcome
 
     def _timed_out(self, impl: Task, rec: StageRecord, limit: float) -> Outcome:
@@ -141,10 +159,28 @@ class RunTaskHandler(Handler):
         return {"execution_id": message.execution_id, "execution_type": message.execution_type,
                 "stage_id": message.stage_id, "task_id": message.task_id}
 
-    def _commit_simple(self, message: RunTask, delivery: Delivery | None, follow: Message) -> str:
-        t = Transition(message.execution_id)
-        t.push(follow)
-        return self.backend.commit(t, message, delivery)
+    def _paused(self, message: RunTask, delivery: Delivery | None, first_read: Snapshot) -> str:
+        """The workflow is PAUSED: hand the task to PauseTask instead of running it. The choice
+        depends on the meta, so its version is checked; if the workflow was resumed meanwhile
+        the task is queued to run again instead."""
+        wid, sid, tid = message.execution_id, message.stage_id, message.task_id
+        reads = [first_read]
+
+        def decide(snap: Snapshot) -> Transition:
+            t = Transition(wid)
+            rec = snap.stages.get(sid)
+            task = find_task(rec.stage.tasks, tid) if rec is not None else None
+            if snap.meta is None or task is None or task.status != WorkflowStatus.RUNNING:
+                return t
+            t.check_meta(snap.meta_version)
+            if snap.meta["status"] == WorkflowStatus.PAUSED.name:
+                t.push(PauseTask(**self._kw(message)))
+            else:
+                t.push(RunTask(task_type=message.task_type, retry_count=message.retry_count, **self._kw(message)))
+            return t
+
+        return self.transact(message, delivery, lambda: reads.pop() if reads else self.backend.read(wid, [sid]),
+                             decide)
 
     def _commit_outcome(self, message: RunTask, delivery: Delivery | None, impl: Task | None,
                         outcome: Outcome, first_read: Snapshot) -> str:
@@ -157,7 +193,7 @@ class RunTaskHandler(Handler):
         applied = [outcome]  # replaced by a failure if its transition cannot be encoded
 
         def read() -> Snapshot:
-            return reads.pop() if reads else self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+            return reads.pop() if reads else self.backend.read(wid, [sid], counters=SETTLE_COUNTERS,
                                                               with_downstreams=True)
 
         def apply(snap: Snapshot, current: Outcome) -> tuple[Transition, str]:
@@ -231,14 +267,14 @@ class RunTaskHandler(Handler):
         kw = self._kw(message)
         error = outcome.error
         assert error is not None
-        attempt = message.attempts + 1
+        attempt = rec.tries.get(task.id, 0) + 1
         if outcome.transient and attempt < self.config.task_max_attempts:
             stage.context.update(outcome.context_update)
+            rec.tries[task.id] = attempt
             delay = outcome.retry_after if outcome.retry_after is not None \
-                else self.config.task_backoff(message.attempts) * random.uniform(0.8, 1.2)
+                else self.config.task_backoff(attempt - 1) * random.uniform(0.8, 1.2)
             t.write_stage(rec)
-            retry = RunTask(task_type=message.task_type, retry_count=message.retry_count,
-                            attempts=attempt, **kw)
+            retry = RunTask(task_type=message.task_type, retry_count=message.retry_count, **kw)
             retry.set_error_context(error)
             t.push(retry, delay)
             t.event("task.retried", "task", task.id, {"stage_id": stage.id, "attempt": attempt,

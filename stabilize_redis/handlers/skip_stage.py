@@ -7,7 +7,7 @@ from typing import Any
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
-from stabilize_redis.handlers.flow import TOP_COUNTER, release_after_completion
+from stabilize_redis.handlers.flow import SETTLE_COUNTERS, release_after_completion
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, SkipStage
 
@@ -34,5 +34,5 @@ class SkipStageHandler(Handler):
             return t
 
         return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], counters=(TOP_COUNTER,),
+                             lambda: self.backend.read(wid, [sid], counters=SETTLE_COUNTERS,
                                                        with_downstreams=True), decide)

@@ -2,8 +2,11 @@
 
 A join's StartStage is released by the commit that completes its last needed upstream (a
 counter in the workflow hash), so no handler polls. Readiness is still checked against the
-upstreams read here, and their versions are part of the read set. The stage's first task is
-started in the same commit (no separate StartTask message).
+upstreams read here, and their versions are part of the read set, as is the workflow meta's
+(a CancelWorkflow landing between read and commit makes the commit CONFLICT, and the stage is
+then left alone). The stage's first task is started in the same commit (no separate StartTask
+message). A stage whose join can no longer be met needs nothing here: the commit that halted
+its upstream already counted it settled.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, 
 from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, SkipStage, StartStage
+from stabilize_redis.queue.messages import CompleteStage, Message, SkipStage, StartStage
 from stabilize_redis.tasks.registry import TaskRegistry
 
 log = logging.getLogger("stabilize_redis.handlers")
@@ -96,15 +99,13 @@ class StartStageHandler(Handler):
             rec = known_stage(snap, sid)
             wf = attach(snap)
             stage = rec.stage
+            t.check_meta(snap.meta_version)
             if wf.status.is_complete or wf.is_canceled or stage.status != WorkflowStatus.NOT_STARTED:
                 return t
             ups = [snap.stages[u] for u in rec.up if u in snap.stages]
             for up in ups:
                 t.check(stage_field(up.id), up.version)
             phase = evaluate_readiness(stage.join_type, [u.stage.status for u in ups], stage.join_threshold)
-            if phase == PredicatePhase.SKIP:
-                t.push(CompleteWorkflow(**kw))
-                return t
             if phase != PredicatePhase.READY:
                 return t
             claim_ready_stage(self.ctx.registry, t, rec, ups, kw)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from stabilize_redis.backend.codec import StateEncodingError, ensure_plain, storable_text
+from stabilize_redis.backend.codec import StateEncodingError, ensure_plain, storable_text, stored_form
 from stabilize_redis.errors import TaskTimeoutError, TransientError, is_transient, truncate_error
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.resilience.cancellation import CancellationToken, TaskCancelledError, bind_token
+from stabilize_redis.support import NotExecutedError, result_refusal
 from stabilize_redis.tasks.interface import RetryableTask, Task
 from stabilize_redis.tasks.result import TaskResult
 
@@ -114,28 +115,39 @@ def vet_outcome(outcome: Outcome, where: str) -> Outcome:
     (e.g. ``stage 'build': task 'compile' result outputs.a[3]: ...``), so the task fails once
     instead of its commit failing on every delivery. Checks a result's context, outputs and
     target, and a transient error's ``context_update`` and ``retry_after`` (which it converts to
-    ``retry_after`` seconds: finite, not negative, at most ``MAX_RETRY_AFTER_S``)."""
+    ``retry_after`` seconds: finite, not negative, at most ``MAX_RETRY_AFTER_S``). Context and
+    outputs come back in their stored form (``codec.stored_form``: a ``datetime`` as its
+    ``str``). A result the engine cannot honour (``support.result_refusal``: ``jump_to``,
+    ``suspend``, ...) becomes a NotExecutedError naming the directive."""
     try:
         if outcome.result is not None:
-            _check_result(outcome.result, f"{where} result")
-        elif outcome.error is not None and outcome.transient:
-            _check_mapping(outcome.context_update, f"{where} context_update")
-            return replace(outcome, retry_after=retry_delay(outcome.requested_retry_after, f"{where} retry_after"))
+            result = _check_result(outcome.result, f"{where} result")
+            refusal = result_refusal(result)
+            if refusal is not None:
+                return Outcome(error=NotExecutedError(f"{where} result: {refusal}"), timed_out=outcome.timed_out)
+            return outcome if result is outcome.result else replace(outcome, result=result)
+        if outcome.error is not None and outcome.transient:
+            update = _check_mapping(outcome.context_update, f"{where} context_update")
+            return replace(outcome, context_update=update,
+                           retry_after=retry_delay(outcome.requested_retry_after, f"{where} retry_after"))
     except StateEncodingError as e:
         return Outcome(error=e, timed_out=outcome.timed_out)
     return outcome
 
 
-def _check_mapping(value: Any, path: str) -> None:
+def _check_mapping(value: Any, path: str) -> Any:
     if not isinstance(value, dict):
         raise StateEncodingError(f"{path}: must be a dict, not {type(value).__name__}")
-    ensure_plain(value, path)
+    return stored_form(value, path)
 
 
-def _check_result(result: TaskResult, path: str) -> None:
-    _check_mapping(result.context, f"{path} context")
-    _check_mapping(result.outputs, f"{path} outputs")
+def _check_result(result: TaskResult, path: str) -> TaskResult:
+    context = _check_mapping(result.context, f"{path} context")
+    outputs = _check_mapping(result.outputs, f"{path} outputs")
     ensure_plain(result.target_stage_ref_id, f"{path} target_stage_ref_id")
+    if context is result.context and outputs is result.outputs:
+        return result
+    return replace(result, context=context, outputs=outputs)
 
 
 def retry_delay(value: Any, path: str) -> float | None:

@@ -7,37 +7,66 @@ PostgreSQL: ``retrieve``, ``exists``, ``retrieve_execution_summary`` and ``event
 workflows evicted from Redis, and listing (``search``, ``retrieve_by_application``,
 ``retrieve_by_pipeline_config_id``) is served from Postgres, as of the last checkpoint (running
 workflows may be up to the checkpoint interval behind). Without one, listing scans Redis.
+
+Stage-level methods (``store_stage``, ``add_stage``, ``remove_stage``, ``retrieve_stage`` and the
+graph queries) and ``transaction(queue)`` are stabilize's; their costs and guarantees are in
+``persistence.stage_writes``, ``persistence.stage_reads`` and ``persistence.transaction``.
+Message dedup (``is_message_processed``, ``mark_message_processed``) uses the engine's own
+dedup record: the partition's processed-id set every commit checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stabilize_redis.backend.codec import unpack
 from stabilize_redis.backend.layout import lay_out, meta_extras, workflow_from_hash
-from stabilize_redis.backend.redis_backend import RedisBackend, Snapshot
+from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend, Snapshot
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.backend.transition import Transition
+from stabilize_redis.dag.topological import validate_stage_graph
 from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.handlers.base import attach, now_ms
+from stabilize_redis.keys import META_FIELD, partition_of
+from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import PausedDetails, Workflow
+from stabilize_redis.persistence.errors import StageNotFoundError, WorkflowExistsError, WorkflowNotFoundError
+from stabilize_redis.persistence.stage_reads import (
+    StageLocator,
+    attach_records,
+    merged_ancestor_outputs,
+    neighbours,
+    read_stage_with_family,
+    synthetic_stages,
+)
+from stabilize_redis.persistence.stage_writes import plan_remove, read_graph, read_removal, write_graph
+from stabilize_redis.persistence.transaction import RedisStoreTransaction
+from stabilize_redis.queue.messages import CompleteWorkflow, StartStage
+from stabilize_redis.validation import WorkflowValidationError
 
 if TYPE_CHECKING:
     from stabilize_redis.durability.snapshots import SnapshotStore
+    from stabilize_redis.queue.redis_queue import RedisQueue
 
 
-class WorkflowNotFoundError(Exception):
-    """No workflow with this id in the namespace."""
+def validate_for_store(execution: Workflow) -> None:
+    """WorkflowValidationError unless the stage graph is sound: unique ref ids (stabilize's
+    UNIQUE (execution, ref_id)), no self edge, no unknown requisite, no cycle."""
+    try:
+        validate_stage_graph(execution.stages)
+    except ValueError as e:
+        raise WorkflowValidationError(f"workflow {execution.name!r}: {e}") from None
 
-    def __init__(self, execution_id: str) -> None:
-        super().__init__(f"workflow {execution_id} not found")
-        self.execution_id = execution_id
 
-
-class WorkflowExistsError(Exception):
-    """``store`` was asked to store a workflow id that already exists."""
+def stored(execution: Workflow) -> None:
+    """Give the caller's stages the version the store gave them (every field starts at 1)."""
+    for stage in execution.stages:
+        stage.version = 1
 
 
 @dataclass
@@ -56,6 +85,7 @@ class RedisWorkflowStore:
     or STABILIZE_POSTGRES_DSN / STABILIZE_POSTGRES_SCHEMA (``dsn=""``: none)."""
 
     snapshots: SnapshotStore | None = None
+    conflict_retries = 8
 
     def __init__(self, url: str | None = None, namespace: str | None = None, *,
                  partitions: int | None = None, create_tables: bool = True,
@@ -68,6 +98,22 @@ class RedisWorkflowStore:
             snapshots = configured_snapshot_store(dsn, schema, self.backend.target.namespace)
         self.snapshots = snapshots
 
+    @classmethod
+    def on_backend(cls, backend: RedisBackend, snapshots: SnapshotStore | None = None) -> RedisWorkflowStore:
+        """A store over an existing backend (the namespace a queue or client already uses)."""
+        store = cls.__new__(cls)
+        store.backend = backend
+        store.snapshots = snapshots
+        return store
+
+    @property
+    def locator(self) -> StageLocator:
+        """Which workflow holds a stage id (``stage_reads.StageLocator``), made on first use."""
+        locator: StageLocator | None = self.__dict__.get("_locator")
+        if locator is None:
+            locator = self.__dict__.setdefault("_locator", StageLocator(self.backend))
+        return locator
+
     @property
     def connection_string(self) -> str:
         return self.backend.target.url or f"embedded://{self.backend.target.namespace}"
@@ -75,9 +121,15 @@ class RedisWorkflowStore:
     # -- workflows ---------------------------------------------------------------------------
 
     def store(self, execution: Workflow) -> None:
-        """Store a new workflow; raises WorkflowExistsError if its id exists."""
+        """Store a new workflow (not started). Raises WorkflowExistsError if its id exists and
+        WorkflowValidationError for a graph that cannot run (``validate_for_store``: duplicate
+        ref ids among them) or a value that cannot be stored; nothing is written then. The
+        caller's stages get the stored version (``store_stage`` on them needs no re-read)."""
+        validate_for_store(execution)
         if self.backend.submit(execution.id, lay_out(execution), None, "new", created_event(execution)) == 0:
             raise WorkflowExistsError(f"workflow {execution.id} already exists")
+        stored(execution)
+        self.locator.learn(execution.id, [s.id for s in execution.stages])
 
     def retrieve(self, execution_id: str) -> Workflow:
         """The workflow from Redis, else (evicted) from its Postgres snapshot."""
@@ -86,6 +138,7 @@ class RedisWorkflowStore:
             wf = self._from_snapshot(execution_id)
         if wf is None:
             raise WorkflowNotFoundError(execution_id)
+        self.locator.learn(wf.id, [s.id for s in wf.stages])
         return wf
 
     def _from_snapshot(self, execution_id: str) -> Workflow | None:
@@ -118,6 +171,134 @@ class RedisWorkflowStore:
         if self.snapshots is not None:
             self.snapshots.delete(execution_id)
 
+    # -- stages ---------------------------------------------------------------------------
+
+    def store_stage(self, stage: StageExecution, expected_phase: str | None = None) -> None:
+        """Write a stored stage's status, context, outputs, times and tasks, guarded by
+        ``stage.version`` (and its stored status with ``expected_phase``): ConcurrencyError on
+        a mismatch, nothing written. A stage not stored yet is added (``add_stage``)."""
+        with self.transaction() as txn:
+            txn.store_stage(stage, expected_phase)
+
+    def add_stage(self, stage: StageExecution) -> None:
+        """Add a stage to its stored workflow (``stage.execution``), O(changed stages); an
+        already stored stage is updated as by ``store_stage``."""
+        self.store_stage(stage)
+
+    def remove_stage(self, execution: Workflow | str, stage_id: str) -> None:
+        """Remove a stage and its synthetic descendants from the stored workflow, detaching
+        them from their neighbours (``persistence.stage_writes``); a stage that is not stored
+        is nothing to remove."""
+        wid = execution if isinstance(execution, str) else execution.id
+        for _ in range(self.conflict_retries):
+            graph = read_graph(self.backend, wid)
+            if graph is None:
+                raise WorkflowNotFoundError(wid)
+            removal = read_removal(self.backend, wid, stage_id)
+            if removal is None:
+                return
+            meta_version, ids_version = graph.meta_version, graph.ids_version
+            t = Transition(wid)
+            plan_remove(t, graph, removal, stage_id)
+            write_graph(t, graph, meta_version, ids_version)
+            if self.backend.commit(t, None, None) == CommitOutcome.OK:
+                self.locator.forget(removal.removed)
+                return
+        raise ConcurrencyError(f"workflow {wid} kept changing while stage {stage_id} was removed")
+
+    def retrieve_stage(self, stage_id: str, execution_id: str | None = None) -> StageExecution:
+        """The stage with its tasks, attached to a partial workflow holding the workflow meta,
+        the stage, its direct upstreams and its synthetic children. Without ``execution_id``
+        the workflow is found as ``persistence.stage_reads`` describes. Raises ValueError
+        (StageNotFoundError) when there is no such stage."""
+        wid = execution_id or self.locator.locate(stage_id)
+        found = read_stage_with_family(self.backend, wid, stage_id) if wid else None
+        if found is None:
+            wf = self._from_snapshot(execution_id) if execution_id else None
+            for stage in wf.stages if wf is not None else []:
+                if stage.id == stage_id:
+                    return stage
+            raise StageNotFoundError(f"stage {stage_id} not found")
+        snap, rec = found
+        assert snap.meta is not None
+        attach_records(snap.meta, snap.stages.values())
+        return rec.stage
+
+    def get_upstream_stages(self, execution_id: str, stage_ref_id: str) -> list[StageExecution]:
+        """The direct upstream stages of the stage with ``stage_ref_id`` (with their tasks)."""
+        return neighbours(self.backend, execution_id, stage_ref_id, "up")
+
+    def get_downstream_stages(self, execution_id: str, stage_ref_id: str) -> list[StageExecution]:
+        """The direct downstream stages of the stage with ``stage_ref_id`` (with their tasks)."""
+        return neighbours(self.backend, execution_id, stage_ref_id, "down")
+
+    def get_synthetic_stages(self, execution_id: str, parent_stage_id: str) -> list[StageExecution]:
+        """The synthetic stages of ``parent_stage_id``, in the order they were added."""
+        return synthetic_stages(self.backend, execution_id, parent_stage_id)
+
+    def get_merged_ancestor_outputs(self, execution_id: str, stage_ref_id: str) -> dict[str, Any]:
+        """Outputs of every transitive upstream of the stage with ``stage_ref_id``, merged in
+        topological order (lists concatenated without duplicates, other values last-wins)."""
+        return merged_ancestor_outputs(self.backend, execution_id, stage_ref_id)
+
+    @contextmanager
+    def transaction(self, queue: RedisQueue | None = None) -> Iterator[RedisStoreTransaction]:
+        """Stage writes, a status update, messages and a processed mark committed in ONE
+        commit (``persistence.transaction``); an exception in the block writes nothing."""
+        txn = RedisStoreTransaction(self, queue)
+        try:
+            yield txn
+        except BaseException:
+            txn.discard()
+            raise
+        txn.commit()
+
+    # -- message dedup -----------------------------------------------------------------------
+
+    def is_message_processed(self, message_id: str) -> bool:
+        """Whether ``message_id`` is in the dedup record of any partition (one round trip)."""
+        pipe = self.backend.client.pipeline(transaction=False)
+        for part in self.backend.keys.all_partitions():
+            pipe.zscore(part.done, message_id)
+        return any(score is not None for score in pipe.execute())
+
+    def mark_message_processed(self, message_id: str, handler_type: str | None = None,
+                               execution_id: str | None = None) -> None:
+        """Add ``message_id`` to the dedup record of ``execution_id``'s partition (where every
+        commit of that workflow checks it), else of the message id's own partition."""
+        keys = self.backend.keys
+        part = keys.for_workflow(execution_id) if execution_id else keys.partition(
+            partition_of(message_id, keys.partitions))
+        self.backend.client.zadd(part.done, {message_id: now_ms()}, nx=True)
+
+    def cleanup_old_processed_messages(self, max_age_hours: float = 24.0) -> int:
+        """Drop dedup records older than ``max_age_hours``; returns how many. (The engine
+        trims them itself after a day; a redelivered message older than its record is then
+        handled again, so shortening this is an operator's decision.)"""
+        cutoff = now_ms() - int(max_age_hours * 3600 * 1000)
+        pipe = self.backend.client.pipeline(transaction=False)
+        for part in self.backend.keys.all_partitions():
+            pipe.zremrangebyscore(part.done, "-inf", cutoff)
+        return sum(int(n) for n in pipe.execute())
+
+    def count_by_application(self, application: str) -> int:
+        """Workflows of ``application``: those in Redis (their meta read, O(workflows)) and,
+        with a snapshot store, those only PostgreSQL still holds."""
+        ids: set[str] = set()
+        client = self.backend.client
+        wids = self.backend.workflow_ids()
+        for start in range(0, len(wids), 500):
+            batch = wids[start: start + 500]
+            pipe = client.pipeline(transaction=False)
+            for wid in batch:
+                pipe.hget(self.backend.part(wid).workflow(wid), META_FIELD)
+            for wid, blob in zip(batch, pipe.execute(), strict=True):
+                if blob is not None and unpack(blob).get("application") == application:
+                    ids.add(wid)
+        if self.snapshots is not None:
+            ids.update(row.id for row in self.snapshots.list(application=application, limit=10**9))
+        return len(ids)
+
     def retrieve_by_application(self, application: str, criteria: WorkflowCriteria | None = None) -> Iterator[Workflow]:
         return iter(self._search_criteria(criteria, application=application))
 
@@ -126,9 +307,17 @@ class RedisWorkflowStore:
         return iter(self._search_criteria(criteria, pipeline_config_id=pipeline_config_id))
 
     def _search_criteria(self, criteria: WorkflowCriteria | None, **filters: Any) -> list[Workflow]:
+        """stabilize's criteria: statuses, and a start-time window in which a workflow that has
+        not started yet (no start time) counts as started after any bound (it is newer than
+        every started one), never before one."""
         criteria = criteria or WorkflowCriteria()
-        return self.search(**filters, statuses=criteria.statuses, start_after=criteria.start_time_after,
-                           start_before=criteria.start_time_before, limit=criteria.page_size)
+        found = self.search(**filters, statuses=criteria.statuses, start_after=criteria.start_time_after,
+                            start_before=criteria.start_time_before, limit=criteria.page_size)
+        if criteria.start_time_after is None or criteria.start_time_before is not None:
+            return found
+        unstarted = [wf for wf in self.search(**filters, statuses=criteria.statuses, limit=criteria.page_size)
+                     if wf.start_time is None]
+        return (unstarted + found)[: criteria.page_size]
 
     def search(self, application: str | None = None, pipeline_config_id: str | None = None,
                statuses: Iterable[WorkflowStatus | str] | None = None, start_after: int | None = None,
@@ -161,8 +350,12 @@ class RedisWorkflowStore:
         return found[offset: offset + limit]
 
     def get_all_pending_workflows(self, criteria: WorkflowCriteria | None = None) -> Iterator[Workflow]:
+        """Workflows in Redis with the criteria's statuses (default RUNNING and NOT_STARTED)
+        started at or after ``start_time_after`` (or not started), newest first, at most
+        ``page_size``."""
         criteria = criteria or WorkflowCriteria(statuses={WorkflowStatus.RUNNING, WorkflowStatus.NOT_STARTED})
-        return self._list(lambda wf: True, criteria)
+        after = criteria.start_time_after
+        return self._list(lambda wf: after is None or wf.start_time is None or wf.start_time >= after, criteria)
 
     def _list(self, keep, criteria: WorkflowCriteria | None) -> Iterator[Workflow]:  # type: ignore[no-untyped-def]
         criteria = criteria or WorkflowCriteria()
@@ -179,22 +372,25 @@ class RedisWorkflowStore:
 
     # -- status changes from outside the engine ----------------------------------------------
 
-    def _update_meta(self, execution_id: str, change) -> None:  # type: ignore[no-untyped-def]
-        for _ in range(10):
+    def _update_meta(self, execution_id: str,
+                     change: Callable[[Workflow, dict[str, Any], Transition], bool]) -> None:
+        """Read the meta, let ``change`` edit the workflow (and add messages to the
+        transition), commit guarded by the meta version; re-read on a conflict."""
+        for _ in range(self.conflict_retries):
             snap: Snapshot = self.backend.read(execution_id)
             if snap.meta is None:
                 raise WorkflowNotFoundError(execution_id)
             wf = attach(snap)
-            if not change(wf):
-                return
             t = Transition(execution_id)
+            if not change(wf, snap.meta, t):
+                return
             t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
-            if self.backend.commit(t, None, None) == "ok":
+            if self.backend.commit(t, None, None) == CommitOutcome.OK:
                 return
         raise ConcurrencyError(f"workflow {execution_id} kept changing")
 
     def update_status(self, execution: Workflow) -> None:
-        def change(wf: Workflow) -> bool:
+        def change(wf: Workflow, meta: dict[str, Any], t: Transition) -> bool:
             wf.status, wf.start_time, wf.end_time = execution.status, execution.start_time, execution.end_time
             wf.is_canceled, wf.canceled_by = execution.is_canceled, execution.canceled_by
             wf.cancellation_reason, wf.paused = execution.cancellation_reason, execution.paused
@@ -203,26 +399,43 @@ class RedisWorkflowStore:
         self._update_meta(execution.id, change)
 
     def pause(self, execution_id: str, paused_by: str) -> None:
-        def change(wf: Workflow) -> bool:
-            if wf.status != WorkflowStatus.RUNNING:
+        """PAUSED with pause details, from RUNNING or (as stabilize's) NOT_STARTED; a complete
+        or already paused workflow is left as it is. Tasks see the pause at their next run."""
+        def change(wf: Workflow, meta: dict[str, Any], t: Transition) -> bool:
+            if wf.status not in (WorkflowStatus.RUNNING, WorkflowStatus.NOT_STARTED):
                 return False
             wf.status = WorkflowStatus.PAUSED
             wf.paused = PausedDetails(paused_by=paused_by, pause_time=now_ms())
+            t.event("workflow.paused", "workflow", wf.id, {"paused_by": paused_by})
             return True
 
         self._update_meta(execution_id, change)
 
     def resume(self, execution_id: str) -> None:
-        def change(wf: Workflow) -> bool:
+        """A PAUSED workflow goes back to RUNNING (its paused time recorded). One paused before
+        it started (no start time: a StartWorkflow meeting the pause did nothing) is started in
+        the same commit, as StartWorkflow would: start time set and a StartStage for each
+        initial stage (a CompleteWorkflow when it has none)."""
+        def change(wf: Workflow, meta: dict[str, Any], t: Transition) -> bool:
             if wf.status != WorkflowStatus.PAUSED:
                 return False
             wf.resume()
+            t.event("workflow.resumed", "workflow", wf.id, {"paused_ms": wf.paused.paused_ms if wf.paused else 0})
+            if wf.start_time is None:
+                wf.start_time = now_ms()
+                kw: dict[str, Any] = {"execution_id": wf.id, "execution_type": wf.type.name}
+                for sid in meta["initial"]:
+                    t.push(StartStage(stage_id=sid, **kw))
+                if not meta["initial"]:
+                    t.push(CompleteWorkflow(**kw))
+                t.event("workflow.started", "workflow", wf.id,
+                        {"application": wf.application, "name": wf.name, "start_time": wf.start_time})
             return True
 
         self._update_meta(execution_id, change)
 
     def cancel(self, execution_id: str, canceled_by: str, reason: str) -> None:
-        def change(wf: Workflow) -> bool:
+        def change(wf: Workflow, meta: dict[str, Any], t: Transition) -> bool:
             wf.is_canceled, wf.canceled_by, wf.cancellation_reason = True, canceled_by, reason
             return True
 
@@ -247,7 +460,6 @@ class RedisWorkflowStore:
 
 def created_event(wf: Workflow) -> str:
     import json
-    import time
 
     from ulid import ULID
 
@@ -259,3 +471,7 @@ def created_event(wf: Workflow) -> str:
                  "initial_stage_count": len([s for s in wf.stages if not s.requisite_stage_ref_ids
                                              and s.parent_stage_id is None])},
     }, separators=(",", ":"))
+
+
+__all__ = ["RedisWorkflowStore", "StageNotFoundError", "WorkflowCriteria", "WorkflowExistsError",
+           "WorkflowNotFoundError", "created_event", "stored", "validate_for_store"]

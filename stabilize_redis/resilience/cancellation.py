@@ -7,6 +7,13 @@ canceled checks the token the engine binds to the task's thread while it execute
         return TaskResult.canceled()
 
 Binding is thread-local: a token bound in one worker thread is invisible to others.
+
+stabilize's module-level helpers are here too: a process-wide registry of tokens by task id
+(``register_token``, ``get_token``, ``cancel_task``, ``unregister_token``,
+``reset_cancellation_state``) and explicit binding (``bind_current_token`` returns the handle
+``reset_current_token`` takes; ``current_cancellation_token``). The engine's workers keep their
+own registry per processor and signal it from CancelStage; the module registry is for code that
+runs tasks itself.
 """
 
 from __future__ import annotations
@@ -68,6 +75,75 @@ def bind_token(token: CancellationToken | None) -> Iterator[CancellationToken | 
         _local.token = previous
 
 
+class TokenBinding:
+    """What ``bind_current_token`` returns: restores the binding it replaced."""
+
+    __slots__ = ("previous", "thread_id")
+
+    def __init__(self, previous: CancellationToken | None) -> None:
+        self.previous = previous
+        self.thread_id = threading.get_ident()
+
+
+def bind_current_token(token: CancellationToken | None) -> TokenBinding:
+    """Bind ``token`` to the calling thread; pass the result to ``reset_current_token``."""
+    binding = TokenBinding(current_token())
+    _local.token = token
+    return binding
+
+
+def reset_current_token(binding: TokenBinding) -> None:
+    """Restore the binding ``bind_current_token`` replaced. ValueError when called from
+    another thread than the one that bound it (bindings are per thread)."""
+    if binding.thread_id != threading.get_ident():
+        raise ValueError("a token binding can only be reset by the thread that made it")
+    _local.token = binding.previous
+
+
+def current_cancellation_token() -> CancellationToken | None:
+    """The token bound to the calling thread, or None (stabilize's name for ``current_token``)."""
+    return current_token()
+
+
+_registry: dict[str, CancellationToken] = {}
+_registry_lock = threading.Lock()
+
+
+def register_token(task_id: str) -> CancellationToken:
+    """A fresh token for ``task_id`` in the process-wide registry (replacing any earlier one)."""
+    token = CancellationToken()
+    with _registry_lock:
+        _registry[task_id] = token
+    return token
+
+
+def get_token(task_id: str) -> CancellationToken | None:
+    """The registered token of ``task_id``, or None."""
+    with _registry_lock:
+        return _registry.get(task_id)
+
+
+def cancel_task(task_id: str) -> bool:
+    """Cancel the registered token of ``task_id``; False when none is registered."""
+    token = get_token(task_id)
+    if token is None:
+        return False
+    token.cancel()
+    return True
+
+
+def unregister_token(task_id: str) -> None:
+    """Drop the registered token of ``task_id`` (nothing happens when there is none)."""
+    with _registry_lock:
+        _registry.pop(task_id, None)
+
+
+def reset_cancellation_state() -> None:
+    """Drop every registered token (for tests)."""
+    with _registry_lock:
+        _registry.clear()
+
+
 def is_cancellation_requested() -> bool:
     """True if the calling thread's bound token was cancelled; False when none is bound."""
     token = current_token()
@@ -84,8 +160,17 @@ def raise_if_cancellation_requested() -> None:
 __all__ = [
     "CancellationToken",
     "TaskCancelledError",
+    "TokenBinding",
+    "bind_current_token",
     "bind_token",
+    "cancel_task",
+    "current_cancellation_token",
     "current_token",
+    "get_token",
     "is_cancellation_requested",
     "raise_if_cancellation_requested",
+    "register_token",
+    "reset_cancellation_state",
+    "reset_current_token",
+    "unregister_token",
 ]

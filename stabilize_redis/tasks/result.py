@@ -18,9 +18,12 @@ class TaskResult:
 
     ``context`` and ``outputs`` must be dicts of plain data that every store accepts (see
     ``backend.codec.ensure_plain``: string keys; lists, str, bytes, bool, None, finite floats,
-    64-bit ints; no NUL characters; at most ``codec.MAX_DEPTH`` levels). A result that is not
-    fails the task once (TERMINAL, a ``StateEncodingError`` naming the key path in its exception
-    details) — it is never retried.
+    64-bit ints; no NUL characters; at most ``codec.MAX_DEPTH`` levels; ``codec.TEXT_TYPES``
+    values such as a ``datetime`` are stored as their ``str``, like stabilize's ``default=str``).
+    A result that is not fails the task once (TERMINAL, a ``StateEncodingError`` naming the key
+    path in its exception details) — it is never retried. A directive the engine does not
+    execute yet (``stabilize_redis.support.DIRECTIVES``: ``suspend``, ``redirect``, ``jump_to``)
+    fails the task the same way with a ``NotExecutedError`` naming it.
     """
 
     status: WorkflowStatus
@@ -76,12 +79,14 @@ class TaskResult:
 
     @classmethod
     def suspend(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """SUSPENDED: the task waits for a SignalStage and is then run again."""
+        """SUSPENDED: the task waits for a SignalStage and is then run again. Signals are not
+        executed yet: the task fails naming this directive (``support.DIRECTIVES``)."""
         return cls(WorkflowStatus.SUSPENDED, context=dict(context or {}))
 
     @classmethod
     def redirect(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """REDIRECT without a target; handled like success."""
+        """REDIRECT without a target. Not executed yet: the task fails naming this directive
+        (``support.DIRECTIVES``)."""
         return cls(WorkflowStatus.REDIRECT, context=dict(context or {}))
 
     @classmethod
@@ -92,7 +97,8 @@ class TaskResult:
         outputs: dict[str, Any] | None = None,
     ) -> TaskResult:
         """REDIRECT to ``target_stage_ref_id``: the engine resets and re-runs that stage,
-        merging ``context`` into it and making ``outputs`` available to it."""
+        merging ``context`` into it and making ``outputs`` available to it. Jumps are not
+        executed yet: the task fails naming this directive (``support.DIRECTIVES``)."""
         return cls(
             WorkflowStatus.REDIRECT,
             context=dict(context or {}),

@@ -7,17 +7,23 @@ Run from the repository root under our venv::
     python -m tests.bench.bench --scale 0.1 --workloads W1,L1 --workers 2
 
 Workloads (each stage has one trivial task): W1 50 workflows x 10-stage chain; W2 10 x
-(1 -> 50 parallel -> 1); W3 1000 single-stage workflows; L1 one 100-stage chain.
+(1 -> 50 parallel -> 1); W3 1000 single-stage workflows; L1 one 100-stage chain; LOOP one
+10-stage chain whose last stage jumps back to the first (``TaskResult.jump_to``) until it has
+run 10 times (100 stage runs; "not supported by this engine yet" while jumps are refused).
 Our engine runs against a private redis-server with 1 and 2 worker processes; stabilize
 runs in a subprocess under its own venv (``bench_stabilize.py``: SQLite WAL and
 PostgreSQL, each with dedup on and off, in ``start()`` and ``process_all()`` modes).
 Wall time is first submit to all workflows terminal; failures are workflows not SUCCEEDED.
+CPU per stage (µs): ours, the worker processes' user+sys CPU and the private redis-server's
+(``INFO cpu``) over the timed part only; stabilize's, its one process (processor, store and
+this harness's submit and probe; SQLite runs in it, a PostgreSQL server's CPU is not counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +32,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``tests.bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.bench.workloads import SHAPES  # noqa: E402
+from tests.bench.workloads import SHAPES, UNSUPPORTED  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STZ_VENV = Path("/tmp/stz-venv")
@@ -98,6 +104,8 @@ COLUMNS: list[tuple[str, str, str]] = [  # header, key, format
     ("submit s", "submit_s", ".2f"),
     ("stages/s", "stages_per_s", ".1f"),
     ("failures", "failures", "d"),
+    ("worker cpu µs/stage", "worker_cpu_us_per_stage", ".0f"),
+    ("redis-server cpu µs/stage", "server_cpu_us_per_stage", ".0f"),
     ("x stz-sqlite-fastest", "x_sqlite", ".2f"),
     ("x stz-pg-fastest", "x_pg", ".2f"),
     ("redis calls/stage", "redis_calls_per_stage", ".1f"),
@@ -114,7 +122,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     table += [
         ["-" if r.get(k) is None else format(r[k], f) for _, k, f in COLUMNS]
         for r in rows
-        if "error" not in r
+        if "error" not in r and UNSUPPORTED not in r
     ]
     widths = [max(len(line[i]) for line in table) for i in range(len(COLUMNS))]
     lines = [
@@ -124,6 +132,11 @@ def render(rows: list[dict[str, Any]]) -> str:
         for line in table
     ]
     lines.insert(1, "-" * len(lines[0]))
+    lines += [
+        f"{r['workload']} {r['engine']} workers={r['workers']}: not supported by this engine yet ({r[UNSUPPORTED]})"
+        for r in rows
+        if UNSUPPORTED in r and "error" not in r
+    ]
     lines += [
         f"ERROR {r.get('workload', '?')} {r.get('engine', '?')} {r.get('workers', '')}: {r['error']}"
         for r in rows
@@ -162,6 +175,12 @@ def notes(rows: list[dict[str, Any]], workloads: list[str]) -> list[str]:
                 f"L1 {row['engine']} w={row['workers']}: hop p50 {row['hop_ms_median']:.1f} ms, "
                 f"mean {row['hop_ms_mean']:.2f} ms (stage end_time diffs); wall/stage {row['hop_ms_wall']:.2f} ms"
             )
+    out += loop_notes(rows)
+    out.append("worker cpu µs/stage = user+sys CPU of the worker processes (ours: every process of the")
+    out.append(
+        "  worker group's session, from each one's CPU clock; stabilize: its single process) / stages,"
+    )
+    out.append("  timed part only; redis-server cpu µs/stage = INFO cpu used_cpu_user+sys delta / stages")
     out.append("redis calls/stage = INFO commandstats calls (incl. commands run inside Lua scripts) / stages")
     out.append("worker / harness cmds/stage = commands sent by the worker processes / by this benchmark's")
     out.append("  submit+wait client, counted by MONITOR in an untimed --monitor pass with 1 worker process")
@@ -169,15 +188,17 @@ def notes(rows: list[dict[str, Any]], workloads: list[str]) -> list[str]:
         "  (commands run inside Lua not counted; pipelined ones count one each: upper bound on round trips)"
     )
     for row in rows:
-        if row.get("engine") != "redis" or row.get("workers") != "2" or row.get("workload") == "L1":
+        if row.get("engine") != "redis" or row.get("workers") != "2" or row.get("workload") in ("L1", "LOOP"):
+            continue
+        if "stages_per_s" not in row:
             continue
         w, ours = row["workload"], row["stages_per_s"]
-        best = [r for r in (_fastest(rows, w, "sqlite"), _fastest(rows, w, "pg")) if r]
-        best_start = [
+        tops = [r for r in (_fastest(rows, w, "sqlite"), _fastest(rows, w, "pg")) if r]
+        tops_start = [
             r for r in (_fastest(rows, w, "sqlite", "/start"), _fastest(rows, w, "pg", "/start")) if r
         ]
-        if best and best_start:
-            top, top_start = max(r["stages_per_s"] for r in best), max(r["stages_per_s"] for r in best_start)
+        if tops and tops_start:
+            top, top_start = max(r["stages_per_s"] for r in tops), max(r["stages_per_s"] for r in tops_start)
             out.append(
                 f"target {w} (>=5x fastest stabilize, 2 workers): {ours / top:.2f}x; "
                 f"vs fastest start()-mode stabilize: {ours / top_start:.2f}x"
@@ -185,9 +206,53 @@ def notes(rows: list[dict[str, Any]], workloads: list[str]) -> list[str]:
     return out
 
 
+def loop_ratios(rows: list[dict[str, Any]]) -> None:
+    """On each measured LOOP row: its per-stage wall and CPU over the L1 row of the same engine
+    and worker count (``x_L1_wall``, ``x_L1_worker_cpu``, ``x_L1_server_cpu``)."""
+    chains = {(r["engine"], r["workers"]): r for r in rows if r.get("workload") == "L1" and "stages" in r}
+    for row in rows:
+        chain = chains.get((row.get("engine"), row.get("workers")))
+        if row.get("workload") != "LOOP" or "stages" not in row or chain is None:
+            continue
+        for key, name in (
+            ("wall_ms_per_stage", "x_L1_wall"),
+            ("worker_cpu_us_per_stage", "x_L1_worker_cpu"),
+            ("server_cpu_us_per_stage", "x_L1_server_cpu"),
+        ):
+            if row.get(key) is not None and chain.get(key):
+                row[name] = row[key] / chain[key]
+
+
+def loop_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per LOOP row: per-stage wall and CPU beside L1's, or why there is no number."""
+    out = []
+    for row in rows:
+        if row.get("workload") != "LOOP":
+            continue
+        who = f"LOOP {row['engine']} w={row['workers']}"
+        if UNSUPPORTED in row or "error" in row:
+            reason = "not supported by this engine yet" if UNSUPPORTED in row else "error"
+            out.append(f"{who}: {reason} (no LOOP/L1 ratio)")
+            continue
+        line = f"{who}: wall {row['wall_ms_per_stage']:.2f} ms/stage"
+        if row.get("worker_cpu_us_per_stage") is not None:
+            line += f", worker cpu {row['worker_cpu_us_per_stage']:.0f} µs/stage"
+        if "x_L1_wall" in row:
+            line += f"; LOOP/L1 wall {row['x_L1_wall']:.2f}x"
+            if "x_L1_worker_cpu" in row:
+                line += f", worker cpu {row['x_L1_worker_cpu']:.2f}x"
+            if "x_L1_server_cpu" in row:
+                line += f", redis-server cpu {row['x_L1_server_cpu']:.2f}x"
+            line += " (target <= 1.25x)"
+        else:
+            line += "; run L1 too for the LOOP/L1 ratio"
+        out.append(line)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workloads", default="W1,W2,W3,L1")
+    ap.add_argument("--workloads", default="W1,W2,W3,L1,LOOP")
     ap.add_argument("--only", choices=("all", "stabilize", "redis"), default="all")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplier for workflow counts (L1 stays 1)")
     ap.add_argument("--workers", default="1,2", help="worker process counts for stabilize-redis")
@@ -210,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         if w not in SHAPES:
             ap.error(f"unknown workload {w!r}")
 
+    # SIGTERM (e.g. from ``timeout``) unwinds like Ctrl-C, so the private redis-server and the
+    # worker group (its own session) are stopped rather than left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     rows: list[dict[str, Any]] = []
     if args.only in ("all", "redis"):
         rows += run_our_side(args, workloads)
@@ -217,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += run_stabilize_side(args)
     rows.sort(key=lambda r: workloads.index(r["workload"]) if r.get("workload") in workloads else 99)
     add_ratios(rows)
+    loop_ratios(rows)
     print(render(rows))
     print()
     print("\n".join(notes(rows, workloads)))

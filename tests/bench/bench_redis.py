@@ -5,6 +5,11 @@ Used by ``bench.py`` (our venv). Needs from the engine exactly:
 ``.wait(workflow_id, timeout)`` (returns the final Workflow); ``stabilize_redis.Workflow``,
 ``StageExecution``, ``TaskExecution``; the CLI ``stabilize-redis worker --app
 tests.bench.bench_tasks:registry --url URL --namespace NS --processes N --concurrency C``.
+
+Per-stage CPU: the worker group (every process of its session: supervisor and workers) and the
+private redis-server (``INFO cpu``), both sampled once the group is idle after its warm-up and
+again as soon as the last workflow is seen finished, so start-up and imports are not counted.
+redis-server's CPU includes serving this benchmark's submit and wait calls.
 """
 
 from __future__ import annotations
@@ -20,13 +25,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from tests.bench.workloads import SHAPES, build, summarize, warmup_workflow, workflow_count
+from tests.bench.cpu import SessionCPU, redis_cpu_seconds
+from tests.bench.workloads import (
+    LOOP_BODY,
+    LOOP_PASSES,
+    SHAPES,
+    add_cpu,
+    build,
+    summarize,
+    warmup_workflow,
+    workflow_count,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -228,22 +244,71 @@ def run_redis_side(
                     ]
                     print(f"worker log tail:\n{tail}", file=sys.stderr)
                     continue
+                cpu = SessionCPU(proc.pid)
                 for name in workloads:
-                    r.config_resetstat()
-                    wall, t0_epoch, submit_s, final = _run_workload(client, api, name, scale, timeout)
-                    calls = command_stats(r)
-                    rows.append(_row(name, n, (wall, t0_epoch), final, scale, calls, concurrency))
-                    rows[-1]["submit_s"] = submit_s
-                    print(
-                        f"redis {name} workers={n}: {rows[-1]['stages_per_s']:.1f} stages/s", file=sys.stderr
-                    )
+                    rows.append(_measure(client, api, r, cpu, name, n, scale, timeout, concurrency))
+                    print(f"redis {name} workers={n}: {_progress(rows[-1])}", file=sys.stderr)
                 if monitor and n == workers[0]:
                     for name in workloads:
                         counted[name] = _monitor_pass(url, client, api, name, scale, timeout)
         r.close()
     for row in rows:
-        row.update(counted.get(row["workload"], {}))
+        if "stages" in row:
+            row.update(counted.get(row["workload"], {}))
     return rows
+
+
+def _measure(
+    client: Any,
+    api: Any,
+    r: redis.Redis,
+    cpu: SessionCPU,
+    name: str,
+    n: int,
+    scale: float,
+    timeout: float,
+    conc: int,
+) -> dict[str, Any]:
+    """One timed workload: wait for an idle group, sample CPU, run, sample CPU, build the row."""
+    idle = cpu.wait_idle()
+    r.config_resetstat()
+    before, server_before = cpu.sample(), redis_cpu_seconds(r)
+    wall, t0_epoch, submit_s, final = _run_workload(client, api, name, scale, timeout)
+    after, server_after = cpu.sample(), redis_cpu_seconds(r)
+    calls = command_stats(r)
+    row = _row(name, n, (wall, t0_epoch), final, scale, calls, conc)
+    if "stages" not in row:  # LOOP refused or mis-run: no numbers
+        return row
+    spent = cpu.delta(before, after)
+    add_cpu(row, spent.seconds, server_after - server_before)
+    row.update(submit_s=submit_s, worker_processes=spent.processes, worker_cpu_exact=spent.exact and idle)
+    if not idle:
+        row["worker_cpu_note"] = "the worker group was not idle before the run: start-up CPU may be counted"
+    if name == "LOOP":
+        return _check_loop_runs(client, final[0], row)
+    return row
+
+
+def _check_loop_runs(client: Any, workflow: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """``row``, or an error row when the events do not show every loop stage started LOOP_PASSES times."""
+    started = Counter(
+        str(e["data"].get("ref_id"))
+        for e in client.events(workflow.id)
+        if e.get("event_type") == "stage.started" and isinstance(e.get("data"), dict)
+    )
+    expected = {f"s{i}": LOOP_PASSES for i in range(LOOP_BODY)}
+    if dict(started) != expected:
+        return {
+            **{k: row[k] for k in ("workload", "engine", "workers")},
+            "error": f"loop stage starts {dict(started)} != {LOOP_PASSES} each",
+        }
+    return row
+
+
+def _progress(row: dict[str, Any]) -> str:
+    if "stages_per_s" in row:
+        return f"{row['stages_per_s']:.1f} stages/s, worker cpu {row.get('worker_cpu_us_per_stage', 0):.0f} us/stage"
+    return str(row.get("unsupported") or row.get("error"))
 
 
 def _monitor_pass(url: str, client: Any, api: Any, name: str, scale: float, timeout: float) -> dict[str, Any]:

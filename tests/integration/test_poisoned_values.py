@@ -285,5 +285,5 @@ def test_error_text_with_a_nul_is_escaped_wherever_it_is_recorded(target: Target
     details = stage_named(result, "emit").tasks[0].task_exception_details["exception"]["details"]
     assert details["error"] == "bad\\x00input"
     retried = eng.events(result.id, "task.retried")
-    assert [e["data"]["error"] for e in retried] == ["busy\\x00now"]
+    assert [e["data"]["error"] for e in retried] == ["busy\\x00now (code=101)"]
     assert all("\x00" not in json.dumps(e) and "\\u0000" not in json.dumps(e) for e in eng.events(result.id))

@@ -234,7 +234,7 @@ def test_transient_error_fails_after_task_max_attempts_with_last_error(target: T
     assert first.status == WorkflowStatus.TERMINAL
     assert result.status == WorkflowStatus.TERMINAL
     details = first.context["exception"]["details"]
-    assert details["error"] == "upstream unavailable (attempt 4)"
+    assert details["error"] == "upstream unavailable (attempt 4) (code=101)"
     assert details["exception_type"] == "TransientError"
     assert after.count == 0
 

@@ -225,7 +225,9 @@ def _workers_client_and_operators(run: Run, untracked: Workflow) -> None:
         wait_until(lambda: "xclaim" in run.server.executed(), 10, "a heartbeat of the running task")
         client.cancel(long, user="ops", reason="acl test")
         assert client.wait(long, timeout=30).status == WorkflowStatus.CANCELED
-        assert admin.hstrlen(cancel_key, "saw_cancel") > 0
+        # The workflow settles CANCELED in the cancel's own commit; the running task sees its
+        # token through the cancellation channel a moment later.
+        wait_until(lambda: admin.hstrlen(cancel_key, "saw_cancel") > 0, 10, "the task to see its cancellation")
 
         # Dead letters: list, replay, purge through the CLI.
         run.server.client(run.user).xadd(PartitionKeys(run.namespace, 0).ready, {"id": "bad", "m": "not json"})
