@@ -23,6 +23,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from stabilize_redis.config import env_float
+
 DURABILITY_ENV = "STABILIZE_SUBMIT_DURABILITY"
 TIMEOUT_ENV = "STABILIZE_SUBMIT_DURABILITY_TIMEOUT"
 DEFAULT_TIMEOUT_S = 5.0
@@ -55,8 +57,7 @@ class Durability:
         naming the accepted forms for anything else."""
         raw = (value if value is not None else os.environ.get(DURABILITY_ENV) or MEMORY).strip().lower()
         if timeout_s is None:
-            env = os.environ.get(TIMEOUT_ENV)
-            timeout_s = float(env) if env else DEFAULT_TIMEOUT_S
+            timeout_s = env_float(TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
         if not timeout_s > 0 or timeout_s != timeout_s:
             raise ValueError(f"submit durability timeout must be a positive number of seconds, got {timeout_s!r}")
         if raw in (MEMORY, CHECKPOINT):

@@ -1,18 +1,22 @@
 """Riding out a dependency that goes away (Redis, mostly): capped exponential backoff, and
 logging one line per state change instead of one traceback per failed attempt.
 
-``OutageLog`` reports the health of one loop:
+``OutageLog`` reports the health of one loop (or of one kind of failure of a component):
 
-* the first failure logs one WARNING ``<what>: down (<error>); retrying``;
-* while the failures go on, ``<what>: still down after N s (<k> failures; last: <error>)``
-  at most every ``repeat_s`` seconds (default 15);
-* the first success after that logs ``<what>: recovered after N s (<k> failures)``.
+* the first failure logs one line (WARNING unless ``level`` says otherwise)
+  ``<what>: down (<error>); retrying``, or ``<what>: <message>`` when the caller words it;
+* while the failures go on, ``<what>: still down after N s (<k> failed attempts; last error:
+  <error>)`` at most every ``repeat_s`` seconds (default 15; 0: no such lines);
+* the first success after that (``ok()``; the caller decides what counts as one) logs
+  ``<what>: recovered after N s (<k> failures)``.
 
 Tracebacks are logged at DEBUG only (one per failure), except for errors that are not of an
 ``expected`` type (a bug rather than an outage): the state-change line carries their traceback.
-A loop that flaps (fails again within ``repeat_s`` of its last line) does not log a new "down"
-line each time: the brief failures are counted and mentioned in the next line, so the number
-of lines stays bounded by time, not by the number of attempts.
+With ``quiet_flaps`` (the default, for worker loops), a loop that flaps (fails again within
+``repeat_s`` of its last line) does not log a new "down" line each time: the brief failures are
+counted and mentioned in the next line, so the number of lines stays bounded by time, not by
+the number of attempts. Without it (the checkpointer, ``durability.health``) every outage logs
+its "down" line, however soon after the last one.
 
 ``redis_unavailable`` tells errors that mean "Redis cannot serve right now" (unreachable,
 loading, out of memory, read-only replica, busy script) from errors caused by the command.
@@ -79,16 +83,20 @@ class OutageLog:
     """The state (up / down) of one loop, logged once per change; thread-safe.
 
     ``what`` names the loop in every line. ``expected`` are the error types of an outage
-    (logged without traceback); others get a traceback on their state-change line."""
+    (logged without traceback); others get a traceback on their state-change line. ``level``:
+    that of the "down" line. ``quiet_flaps``: see the module docstring."""
 
     def __init__(self, logger: logging.Logger, what: str, *, repeat_s: float = STILL_DOWN_EVERY_S,
                  expected: tuple[type[BaseException], ...] = (redis.RedisError,),
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, quiet_flaps: bool = True,
+                 level: int = logging.WARNING) -> None:
         self.logger = logger
         self.what = what
         self.repeat_s = repeat_s
         self.expected = expected
         self.clock = clock
+        self.quiet_flaps = quiet_flaps
+        self.level = level
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._announced = False  # this outage's "down" line was logged
@@ -106,39 +114,40 @@ class OutageLog:
         with self._lock:
             return 0.0 if self._down_since is None else self.clock() - self._down_since
 
-    def failed(self, error: BaseException, detail: str = "") -> None:
-        """Record one failed attempt; logs at most one line (see the module docstring)."""
+    def failed(self, error: BaseException, detail: str = "", *, message: str = "") -> None:
+        """Record one failed attempt; logs at most one line (see the module docstring).
+        ``message`` words the "down" line (default: ``down (<error>); retrying``)."""
         now = self.clock()
         text = describe(error) + (f"; {detail}" if detail else "")
         trace = None if isinstance(error, self.expected) else error
         with self._lock:
             self._failures += 1
-            quiet = self._last_line is not None and now - self._last_line < self.repeat_s
+            recent = self._last_line is not None and now - self._last_line < self.repeat_s
             if self._down_since is None:
                 self._down_since = now
                 self._failures = 1
-                self._announced = not quiet
+                self._announced = not (recent and self.quiet_flaps)
                 if self._announced:
-                    self._line(now, "%s: down (%s); retrying%s", self.what, text, self._blip_note(), trace=trace)
-            elif not quiet:
+                    self._line(now, self.level, "%s: %s%s", self.what, message or f"down ({text}); retrying",
+                               self._blip_note(), trace=trace)
+            elif self.repeat_s > 0 and not recent:
                 seconds = now - self._down_since
-                if self._announced:
-                    self._line(now, "%s: still down after %.0fs (%d failures; last: %s)%s", self.what, seconds,
-                               self._failures, text, self._blip_note(), trace=trace)
-                else:
-                    self._announced = True
-                    self._line(now, "%s: down for %.0fs (%d failures; last: %s); retrying%s", self.what,
-                               seconds, self._failures, text, self._blip_note(), trace=trace)
+                state = "still down after" if self._announced else "down for"
+                self._announced = True
+                self._line(now, logging.WARNING, "%s: %s %.0fs (%d failed attempts; last error: %s)%s", self.what,
+                           state, seconds, self._failures, text, self._blip_note(), trace=trace)
         self.logger.debug("%s: attempt failed", self.what, exc_info=error)
 
-    def ok(self) -> None:
-        """Record a success; logs the recovery when the outage was announced."""
+    def ok(self, note: str = "") -> None:
+        """Record a success; logs the recovery (with ``note`` appended) when the outage was
+        announced."""
         with self._lock:
             if self._down_since is None:
                 return
             seconds = self.clock() - self._down_since
             if self._announced:
-                self.logger.warning("%s: recovered after %.1fs (%d failures)", self.what, seconds, self._failures)
+                self.logger.warning("%s: recovered after %.1fs (%d failures)%s", self.what, seconds, self._failures,
+                                    f"; {note}" if note else "")
             else:
                 self._blips += 1
             self._down_since = None
@@ -150,6 +159,6 @@ class OutageLog:
         self._blips = 0
         return note
 
-    def _line(self, now: float, fmt: str, *args: object, trace: BaseException | None) -> None:
+    def _line(self, now: float, level: int, fmt: str, *args: object, trace: BaseException | None) -> None:
         self._last_line = now
-        self.logger.warning(fmt, *args, exc_info=trace)
+        self.logger.log(level, fmt, *args, exc_info=trace)

@@ -72,7 +72,7 @@ class Delivery:
 class Snapshot:
     """What a handler read: the workflow meta and some stages, each with its version; the
     counters asked for with their stored thresholds (``thresholds``, absent when none is
-    stored); and, for reads with neighbours, every returned stage's join counter
+    stored); and, for reads with downstreams, every returned stage's join counter
     (``keys.join_counter``) and its threshold in the same two dicts."""
 
     workflow_id: str
@@ -105,7 +105,7 @@ class RedisBackend:
         self.client: Any = connect_redis(target)
         self.scripts = Scripts(self.client)
         self.keys = NamespaceKeys(target.namespace, self._ensure_namespace(partitions))
-        self._ensure_groups()
+        self.ensure_groups()
 
     # -- namespace ---------------------------------------------------------------------------
 
@@ -193,7 +193,9 @@ class RedisBackend:
     def _read_scripted(self, workflow_id: str, part: PartitionKeys, stage_ids: Sequence[str],
                        counters: Sequence[str], ups: bool, downs: bool, processed_id: str) -> Snapshot:
         mode = "both" if ups and downs else "up" if ups else "down" if downs else ""
-        joins = f"{counter_field(join_counter(''))} {threshold_field(join_counter(''))}" if mode else ""
+        # Join counters (with thresholds) only for reads with downstreams: the fused path of
+        # ``handlers.flow.release_after_completion`` is their one reader.
+        joins = f"{counter_field(join_counter(''))} {threshold_field(join_counter(''))}" if downs else ""
         reply = self.scripts.read_workflow(
             keys=[part.workflow(workflow_id), part.done],
             args=[processed_id, mode, " ".join(stage_ids), joins, *[counter_field(c) for c in counters],

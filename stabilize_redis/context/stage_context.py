@@ -49,7 +49,8 @@ def ancestors_by_distance(stage: StageExecution) -> list[StageExecution]:
 
 class StageContext(MutableMapping[str, Any]):
     """``StageContext(stage, delegate)``: ``delegate`` (usually ``stage.context``) with
-    ancestor outputs underneath (module docstring)."""
+    ancestor outputs underneath (module docstring); ``in`` and ``get`` (Mapping's, over
+    ``__getitem__``) see them too."""
 
     def __init__(self, stage: StageExecution, delegate: dict[str, Any]) -> None:
         self._stage = stage
@@ -78,17 +79,6 @@ class StageContext(MutableMapping[str, Any]):
 
     def __len__(self) -> int:
         return len(self._delegate)
-
-    def __contains__(self, key: object) -> bool:
-        if key in self._delegate:
-            return True
-        return isinstance(key, str) and any(key in a.outputs for a in ancestors_by_distance(self._stage))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
 
     def get_current_only(self, key: str, default: Any = None) -> Any:
         """The value in the stage's own context, ignoring ancestors."""

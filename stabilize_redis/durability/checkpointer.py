@@ -55,6 +55,7 @@ from stabilize_redis.durability.pool import FencedPool, terminate_backends
 from stabilize_redis.durability.retention import sweep
 from stabilize_redis.durability.snapshots import SnapshotStore
 from stabilize_redis.durability.watchdog import Abandoned, Fence, FencedStore
+from stabilize_redis.outage import describe
 
 log = logging.getLogger("stabilize_redis.checkpointer")
 
@@ -116,11 +117,6 @@ class CheckpointSettings:
 
 
 POSTGRES_DOWN = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
-
-
-def _describe(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 @dataclass
@@ -315,22 +311,21 @@ class Checkpointer:
         log.debug("checkpointer: loop of generation %d ended", gen.fence.generation)
 
     def _failed(self, e: Exception, backoff: float) -> float:
-        error = _describe(e)
         if isinstance(e, psycopg.errors.QueryCanceled):
-            self._outage.failed("postgres", f"PostgreSQL statement timed out ({error}); snapshots paused, "
-                                "the engine continues; retrying with backoff", error)
+            self._outage.failed("postgres", e, f"PostgreSQL statement timed out ({describe(e)}); snapshots "
+                                "paused, the engine continues; retrying with backoff")
         elif isinstance(e, POSTGRES_DOWN):
-            self._outage.failed("postgres", f"PostgreSQL unreachable ({e}); snapshots paused, the engine "
-                                "continues; retrying with backoff", error)
+            self._outage.failed("postgres", e, f"PostgreSQL unreachable ({e}); snapshots paused, the engine "
+                                "continues; retrying with backoff")
         elif isinstance(e, psycopg.errors.UndefinedTable):
-            self._outage.failed("schema", f"PostgreSQL schema {self.store.schema!r} is not migrated ({e}); "
-                                "run `stabilize-redis migrate`", error)
+            self._outage.failed("schema", e, f"PostgreSQL schema {self.store.schema!r} is not migrated ({e}); "
+                                "run `stabilize-redis migrate`")
         elif isinstance(e, psycopg.Error):
-            self._outage.failed("postgres-error", f"PostgreSQL error ({e}); retrying", error)
+            self._outage.failed("postgres-error", e, f"PostgreSQL error ({e}); retrying")
         elif isinstance(e, redis.RedisError):
-            self._outage.failed("redis", f"Redis unreachable ({e}); retrying", error)
+            self._outage.failed("redis", e, f"Redis unreachable ({e}); retrying")
         else:
-            self._outage.failed("error", f"checkpoint pass failed: {e!r}", error, exc_info=e)
+            self._outage.failed("error", e, f"checkpoint pass failed: {e!r}")
         return min(self.settings.max_backoff, max(0.2, backoff * 2))
 
     def _recycle(self, gen: _Generation, stalled: float, step: str, stop: threading.Event) -> None:
@@ -369,7 +364,7 @@ class Checkpointer:
             terminate_backends(successor.store.pool, pids, pool.name)
         except (psycopg.Error, PoolTimeout) as e:
             log.warning("checkpointer: could not end the server sessions %s of the abandoned pass (%s); "
-                        "PostgreSQL ends them after idle_in_transaction_session_timeout", pids, _describe(e))
+                        "PostgreSQL ends them after idle_in_transaction_session_timeout", pids, describe(e))
         else:
             with self._zombies_lock:
                 self._zombies.difference_update(pids)
@@ -377,7 +372,7 @@ class Checkpointer:
             gen.leases.release_all()
         except redis.RedisError as e:
             log.warning("checkpointer: could not release the leases of %s (%s); they expire on their own",
-                        gen.owner, _describe(e))
+                        gen.owner, describe(e))
 
     def start(self) -> None:
         """Run the loop and its watchdog on a daemon thread."""

@@ -24,7 +24,8 @@ task still executing is never run a second time by a sweep.
 
 ``StallSweeper`` runs ``find_stalled`` periodically in worker processes (default every 30 s),
 one worker at a time: each run takes a lease (SET NX PX) that also spaces runs across workers.
-``QueueProcessor(recover_on_start=True)`` runs one sweep when it starts.
+``QueueProcessor(recover_on_start=True)`` runs ``stabilize_redis.recovery.WorkflowRecovery``
+(built on this sweep) when it starts.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The queue: messages, the Redis streams queue and the processor.
 
 ``from stabilize_redis.queue import Queue`` (stabilize's name; ``RedisQueue`` here) and
-``QueueProcessor`` resolve lazily, so importing ``stabilize_redis.queue.messages`` alone loads
-nothing else.
+``QueueProcessor`` resolve lazily, on first access: importing them here would be circular
+(``queue.messages``, imported by nearly every module, is in this package).
 """
 
 from __future__ import annotations

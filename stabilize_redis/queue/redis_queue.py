@@ -36,16 +36,13 @@ from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.config import EngineConfig
 from stabilize_redis.keys import CONSUMER_GROUP, PartitionKeys
+from stabilize_redis.persistence.transaction import seconds
 from stabilize_redis.queue.consumer import consumer_name
 from stabilize_redis.queue.messages import Message, MessageDecodeError, decode_message
 
 log = logging.getLogger("stabilize_redis.queue")
 
 _PAGE = 500
-
-
-def _seconds(delay: timedelta | float | None) -> float:
-    return delay.total_seconds() if isinstance(delay, timedelta) else float(delay or 0)
 
 
 def _identity(data: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +71,7 @@ class RedisQueue:
                  partitions: int | None = None, lock_duration: timedelta | float = timedelta(seconds=60),
                  max_attempts: int | None = None) -> None:
         self.backend: RedisBackend = backend_for(url, namespace, partitions)
-        self.lock_duration = _seconds(lock_duration)
+        self.lock_duration = seconds(lock_duration)
         self._max_attempts = max_attempts
 
     @property
@@ -97,7 +94,7 @@ class RedisQueue:
     def push(self, message: Message, delay: timedelta | float | None = None, connection: Any = None) -> None:
         """Enqueue ``message`` (after ``delay``); ValueError naming the field for a message no
         worker could take."""
-        self.backend.push(message, _seconds(delay))
+        self.backend.push(message, seconds(delay))
 
     def ensure(self, message: Message, delay: timedelta | float | None = None) -> bool:
         """Enqueue ``message`` unless an equal message is queued (module doc); True if pushed."""
@@ -119,8 +116,9 @@ class RedisQueue:
         for _, payload in client.hscan_iter(part.delayed_payloads, count=_PAGE):
             yield payload
 
-    def _queued(self, part: PartitionKeys, identity: dict[str, Any]) -> bool:
-        needle = json.dumps(identity.get("execution_id", "")).encode()
+    def _containing(self, part: PartitionKeys, needle: bytes) -> Iterator[dict[str, Any]]:
+        """The queued payloads of ``part`` that contain ``needle``, decoded (others are not
+        decoded; undecodable ones are skipped)."""
         for payload in self._payloads(part):
             if needle not in payload:
                 continue
@@ -128,9 +126,12 @@ class RedisQueue:
                 data = json.loads(payload)
             except (ValueError, UnicodeDecodeError, RecursionError):
                 continue
-            if isinstance(data, dict) and _identity(data) == identity:
-                return True
-        return False
+            if isinstance(data, dict):
+                yield data
+
+    def _queued(self, part: PartitionKeys, identity: dict[str, Any]) -> bool:
+        needle = json.dumps(identity.get("execution_id", "")).encode()
+        return any(_identity(data) == identity for data in self._containing(part, needle))
 
     # -- taking messages by hand -------------------------------------------------------------
 
@@ -227,7 +228,7 @@ class RedisQueue:
         delivery = self._delivery(message)
         if delivery is None:
             raise ValueError(f"message {message.message_id} was not handed out by this queue (poll_one)")
-        self.backend.reschedule(delivery, message, _seconds(delay), message.last_error or "", self.max_attempts)
+        self.backend.reschedule(delivery, message, seconds(delay), message.last_error or "", self.max_attempts)
 
     def extend_lock(self, message: Message, duration: timedelta | float | None = None) -> bool:
         """Keep a handed-out message locked for another ``lock_duration`` (a heartbeat); False
@@ -251,17 +252,8 @@ class RedisQueue:
         """Whether a queued message (ready, in flight or delayed) names ``task_id``. Reads every
         partition's queue (O(queued messages)); for recovery tools, not the hot path."""
         needle = json.dumps(task_id).encode()
-        for part in self.backend.keys.all_partitions():
-            for payload in self._payloads(part):
-                if needle not in payload:
-                    continue
-                try:
-                    data = json.loads(payload)
-                except (ValueError, UnicodeDecodeError, RecursionError):
-                    continue
-                if isinstance(data, dict) and data.get("task_id") == task_id:
-                    return True
-        return False
+        return any(data.get("task_id") == task_id
+                   for part in self.backend.keys.all_partitions() for data in self._containing(part, needle))
 
     def clear(self) -> int:
         """Delete every queued message of this namespace (ready, in flight, delayed, awaiting

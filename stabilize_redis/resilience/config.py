@@ -9,16 +9,10 @@ workers block on the streams instead of polling.
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 
-from stabilize_redis.config import EngineConfig
-
-
-def _env(name: str, default: str) -> str:
-    raw = os.environ.get(name)
-    return raw if raw not in (None, "") else default
+from stabilize_redis.config import EngineConfig, env_float, env_int
 
 
 @dataclass
@@ -63,20 +57,21 @@ class HandlerConfig:
 
     @classmethod
     def from_env(cls) -> HandlerConfig:
+        d = cls()
         return cls(
-            concurrency_max_retries=int(_env("STABILIZE_HANDLER_MAX_RETRIES", "3")),
-            concurrency_min_delay_ms=int(_env("STABILIZE_HANDLER_MIN_DELAY_MS", "100")),
-            concurrency_max_delay_ms=int(_env("STABILIZE_HANDLER_MAX_DELAY_MS", "1000")),
-            concurrency_backoff_factor=float(_env("STABILIZE_HANDLER_BACKOFF_FACTOR", "2.0")),
-            concurrency_jitter=float(_env("STABILIZE_HANDLER_JITTER", "0.25")),
-            max_stage_wait_retries=int(_env("STABILIZE_MAX_STAGE_WAIT_RETRIES", "240")),
-            default_task_timeout_seconds=float(_env("STABILIZE_DEFAULT_TASK_TIMEOUT_S", "300")),
-            task_backoff_min_delay_ms=int(_env("STABILIZE_TASK_BACKOFF_MIN_MS", "1000")),
-            task_backoff_max_delay_ms=int(_env("STABILIZE_TASK_BACKOFF_MAX_MS", "60000")),
-            handler_retry_delay_seconds=float(_env("STABILIZE_HANDLER_RETRY_DELAY_S", "15")),
-            poll_frequency_ms=int(_env("STABILIZE_PROCESSOR_POLL_MS", "50")),
-            max_workers=int(_env("STABILIZE_PROCESSOR_MAX_WORKERS", "10")),
-            default_page_size=int(_env("STABILIZE_DEFAULT_PAGE_SIZE", "100")),
+            concurrency_max_retries=env_int("STABILIZE_HANDLER_MAX_RETRIES", d.concurrency_max_retries),
+            concurrency_min_delay_ms=env_int("STABILIZE_HANDLER_MIN_DELAY_MS", d.concurrency_min_delay_ms),
+            concurrency_max_delay_ms=env_int("STABILIZE_HANDLER_MAX_DELAY_MS", d.concurrency_max_delay_ms),
+            concurrency_backoff_factor=env_float("STABILIZE_HANDLER_BACKOFF_FACTOR", d.concurrency_backoff_factor),
+            concurrency_jitter=env_float("STABILIZE_HANDLER_JITTER", d.concurrency_jitter),
+            max_stage_wait_retries=env_int("STABILIZE_MAX_STAGE_WAIT_RETRIES", d.max_stage_wait_retries),
+            default_task_timeout_seconds=env_float("STABILIZE_DEFAULT_TASK_TIMEOUT_S", d.default_task_timeout_seconds),
+            task_backoff_min_delay_ms=env_int("STABILIZE_TASK_BACKOFF_MIN_MS", d.task_backoff_min_delay_ms),
+            task_backoff_max_delay_ms=env_int("STABILIZE_TASK_BACKOFF_MAX_MS", d.task_backoff_max_delay_ms),
+            handler_retry_delay_seconds=env_float("STABILIZE_HANDLER_RETRY_DELAY_S", d.handler_retry_delay_seconds),
+            poll_frequency_ms=env_int("STABILIZE_PROCESSOR_POLL_MS", d.poll_frequency_ms),
+            max_workers=env_int("STABILIZE_PROCESSOR_MAX_WORKERS", d.max_workers),
+            default_page_size=env_int("STABILIZE_DEFAULT_PAGE_SIZE", d.default_page_size),
         )
 
     def get_backoff_config(self) -> BackoffConfig:

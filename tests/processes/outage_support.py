@@ -11,11 +11,14 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
 from stabilize_redis import StageExecution, TaskExecution, Workflow
+from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.keys import CONSUMER_GROUP, NamespaceKeys
 from tests.conftest import free_port, start_private_redis
 from tests.integration.support import wait_until
@@ -46,6 +49,19 @@ class PrivateRedis:
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
+
+
+@contextmanager
+def owned(server: PrivateRedis) -> Iterator[PrivateRedis]:
+    """``server`` for one test (the body of its fixture): this process's backends are forgotten
+    before and after (none keeps a connection to another test's server), and it is killed at
+    the end."""
+    forget_backends()
+    try:
+        yield server
+    finally:
+        forget_backends()
+        server.kill()
 
 
 FILL_BYTES = 10_000_000

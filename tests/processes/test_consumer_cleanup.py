@@ -11,20 +11,14 @@ from pathlib import Path
 import pytest
 
 from stabilize_redis import TaskResult, WorkflowStatus, connect
-from stabilize_redis.backend.registry import forget_backends
 from tests.integration.support import make_engine, make_stage, make_workflow, wait_until
-from tests.processes.outage_support import PrivateRedis, WorkerProcess, chain, consumers
+from tests.processes.outage_support import PrivateRedis, WorkerProcess, chain, consumers, owned
 
 
 @pytest.fixture
 def server() -> Iterator[PrivateRedis]:
-    redis_server = PrivateRedis().start()
-    forget_backends()
-    try:
+    with owned(PrivateRedis().start()) as redis_server:
         yield redis_server
-    finally:
-        forget_backends()
-        redis_server.kill()
 
 
 def test_a_worker_stopped_gracefully_leaves_no_consumer_behind(server: PrivateRedis, namespace: str) -> None:

@@ -15,24 +15,18 @@ import pytest
 import redis
 
 from stabilize_redis import TaskResult, Workflow, WorkflowStatus, connect
-from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.keys import CONSUMER_GROUP, partition_of
 from stabilize_redis.queue.messages import StartWorkflow
 from tests.integration.support import Engine, make_engine, make_stage, make_workflow, wait_until
-from tests.processes.outage_support import PrivateRedis, WorkerProcess, chain, fill, free
+from tests.processes.outage_support import PrivateRedis, WorkerProcess, chain, fill, free, owned
 
 MAXMEMORY = ("--maxmemory-policy", "noeviction")  # maxmemory itself: set by ``fill``
 
 
 @pytest.fixture
 def full_redis() -> Iterator[PrivateRedis]:
-    server = PrivateRedis(*MAXMEMORY).start()
-    forget_backends()
-    try:
+    with owned(PrivateRedis(*MAXMEMORY).start()) as server:
         yield server
-    finally:
-        forget_backends()
-        server.kill()
 
 
 @pytest.fixture

@@ -74,3 +74,23 @@ def test_backoff_doubles_from_its_initial_delay_up_to_its_cap() -> None:
     assert [backoff.next() for _ in range(8)] == [0.2, 0.4, 0.8, 1.6, 3.2, 6.4, 10.0, 10.0]
     backoff.reset()
     assert backoff.next() == 0.2
+
+
+def test_without_quiet_flaps_every_outage_is_announced_and_recovers_only_when_told(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The checkpointer's setting (durability.health): a second outage soon after the first is
+    # still logged, at the level asked for; no "still down" lines with repeat_s=0.
+    caplog.set_level(logging.INFO, logger="test.outage")
+    clock = Clock()
+    outage = OutageLog(logging.getLogger("test.outage"), "checkpointer (postgres)", repeat_s=0.0, clock=clock,
+                       quiet_flaps=False, level=logging.ERROR)
+    for second in range(3):
+        clock.now = float(second)
+        outage.failed(redis.ConnectionError("refused"), message="PostgreSQL unreachable")
+        clock.now += 0.5
+        outage.failed(redis.ConnectionError("refused"), message="PostgreSQL unreachable")
+        assert outage.down
+        outage.ok("catching up")
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines == [(logging.ERROR, "checkpointer (postgres): PostgreSQL unreachable"),
+                     (logging.WARNING, "checkpointer (postgres): recovered after 0.5s (2 failures); catching up")] * 3

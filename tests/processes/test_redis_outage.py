@@ -13,26 +13,20 @@ from pathlib import Path
 import pytest
 
 from stabilize_redis import WorkflowStatus, connect
-from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.durability.marker import EXIT_NAMESPACE_LOST
 from stabilize_redis.durability.snapshots import SnapshotStore
 from tests.durability.conftest import pg_dsn, pg_schema  # noqa: F401 - fixtures
 from tests.durability.support import checkpointer
 from tests.integration.support import wait_until
-from tests.processes.outage_support import PrivateRedis, WorkerProcess, chain
+from tests.processes.outage_support import PrivateRedis, WorkerProcess, chain, owned
 
 OUTAGE_S = 10.0
 
 
 @pytest.fixture
 def server() -> Iterator[PrivateRedis]:
-    redis_server = PrivateRedis()
-    forget_backends()
-    try:
+    with owned(PrivateRedis()) as redis_server:
         yield redis_server
-    finally:
-        forget_backends()
-        redis_server.kill()
 
 
 def test_worker_started_before_redis_waits_and_serves_once_redis_is_up(

@@ -10,17 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.processes.outage_support import ROOT, PrivateRedis
+from tests.processes.outage_support import ROOT, PrivateRedis, owned
 from workers.supervisor import EXIT_GAVE_UP, EXIT_USAGE
 
 
 @pytest.fixture
 def server() -> Iterator[PrivateRedis]:
-    redis_server = PrivateRedis().start()
-    try:
+    with owned(PrivateRedis().start()) as redis_server:
         yield redis_server
-    finally:
-        redis_server.kill()
 
 
 def _supervise(app: str, url: str, namespace: str) -> subprocess.CompletedProcess[str]:

@@ -27,11 +27,10 @@ class StabilizeHandlerAdapter(Handler):
         self.inner = inner
 
     def handle(self, message: Message, delivery: Delivery | None) -> str:
-        done = Transition(message.workflow_id)
-        if message.message_id and self.backend.read(message.workflow_id, processed_id=message.message_id).processed:
-            return self.backend.commit(done, message, delivery)
-        self.inner.handle(message)
-        return self.backend.commit(done, message, delivery)
+        if not (message.message_id and
+                self.backend.read(message.workflow_id, processed_id=message.message_id).processed):
+            self.inner.handle(message)
+        return self.backend.commit(Transition(message.workflow_id), message, delivery)
 
 
 def adapt(ctx: HandlerContext, inner: StabilizeHandler) -> Handler:
