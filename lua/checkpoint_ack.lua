@@ -45,7 +45,7 @@ for k = 1, #KEYS - 3 do
   local id, version, last_event, more, reason =
     ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
   local code = 0
-  local current = tonumber(redis.call('HGET', wf, 'ver') or '0')
+  local current = tonumber(redis.call('HGET', wf, K.ver) or '0')
   if redis.call('EXISTS', wf) == 0 then
     redis.call('ZREM', dirty, id)
     redis.call('HDEL', quarantine, id)
@@ -66,11 +66,11 @@ for k = 1, #KEYS - 3 do
       saved = saved + 1
       redis.call('HDEL', quarantine, id)
     end
-    if version > tonumber(redis.call('HGET', wf, 'ckpt') or '0') then
-      redis.call('HSET', wf, 'ckpt', version)
+    if version > tonumber(redis.call('HGET', wf, K.ckpt) or '0') then
+      redis.call('HSET', wf, K.ckpt, version)
     end
-    if last_event ~= '' and stream_id_gt(last_event, redis.call('HGET', wf, 'ckpt_ev')) then
-      redis.call('HSET', wf, 'ckpt_ev', last_event)
+    if last_event ~= '' and stream_id_gt(last_event, redis.call('HGET', wf, K.ckpt_ev)) then
+      redis.call('HSET', wf, K.ckpt_ev, last_event)
     end
     if more ~= '1' then
       if current == version then
@@ -84,6 +84,6 @@ for k = 1, #KEYS - 3 do
   out[k] = code
 end
 
-redis.call('HSET', info, 'at', now_ms(), 'by', owner)
-redis.call('HINCRBY', info, 'workflows', saved)
+redis.call('HSET', info, K.info_at, now_ms(), K.info_by, owner)
+redis.call('HINCRBY', info, K.info_workflows, saved)
 return out

@@ -13,10 +13,10 @@
 -- Events: none.
 
 local life = KEYS[1]
-local stored = tonumber(redis.call('HGET', life, 'epoch') or '0')
+local stored = tonumber(redis.call('HGET', life, K.epoch) or '0')
 local wanted = tonumber(ARGV[1] or '')
 if wanted and wanted > stored then
-  redis.call('HSET', life, 'epoch', wanted)
+  redis.call('HSET', life, K.epoch, wanted)
   stored = wanted
 end
 return stored

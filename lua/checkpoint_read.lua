@@ -29,7 +29,7 @@ for k = 1, #ARGV - 3 do
   if score then
     local due = tonumber(score) <= now - interval
     if not due then
-      local st = redis.call('HGET', wf, 'st')
+      local st = redis.call('HGET', wf, K.status)
       due = (not st) or string.find(immediate, ',' .. st .. ',', 1, true) ~= nil
     end
     if due then
@@ -37,7 +37,7 @@ for k = 1, #ARGV - 3 do
       if #fields == 0 then
         result = -1
       else
-        local last = redis.call('HGET', wf, 'ckpt_ev')
+        local last = redis.call('HGET', wf, K.ckpt_ev)
         local start = '-'
         if last and last ~= '' then
           start = '(' .. last

@@ -65,7 +65,7 @@ if plan.m ~= '' and redis.call('ZSCORE', done, plan.m) then
 end
 
 for _, check in ipairs(plan.c) do
-  local v = tonumber(redis.call('HGET', wf, 'v:' .. check[1]) or '0')
+  local v = tonumber(redis.call('HGET', wf, K.v .. check[1]) or '0')
   if v ~= tonumber(check[2]) then
     return {-1, check[1]}
   end
@@ -87,11 +87,11 @@ end
 
 for _, w in ipairs(plan.w) do
   redis.call('HSET', wf, w[1], ARGV[w[2]])
-  redis.call('HINCRBY', wf, 'v:' .. w[1], 1)
+  redis.call('HINCRBY', wf, K.v .. w[1], 1)
 end
 
 for _, f in ipairs(plan.x) do
-  redis.call('HDEL', wf, f, 'v:' .. f)
+  redis.call('HDEL', wf, f, K.v .. f)
 end
 
 local resets = plan.z or {}
@@ -180,7 +180,7 @@ for _, msg in ipairs(plan.q) do
 end
 
 for _, idx in ipairs(plan.ev) do
-  redis.call('XADD', events, '*', 'e', ARGV[idx])
+  redis.call('XADD', events, '*', K.event, ARGV[idx])
 end
 
 for _, note in ipairs(plan.p) do
@@ -189,7 +189,7 @@ end
 
 if #plan.w > 0 or #plan.n > 0 or #plan.x > 0 or #resets > 0 or #unsettles > 0 or #settles > 0
     or plan.cw == 1 then
-  redis.call('HINCRBY', wf, 'ver', 1)
+  redis.call('HINCRBY', wf, K.ver, 1)
   redis.call('ZADD', dirty, 'NX', now, plan.wf)
 end
 

@@ -26,7 +26,7 @@ local marked = 0
 
 for k = 1, #ARGV - 2 do
   local id, wf, events = ARGV[2 + k], KEYS[2 + 2 * k], KEYS[3 + 2 * k]
-  local ver, ckpt, ckpt_ev = unpack(redis.call('HMGET', wf, 'ver', 'ckpt', 'ckpt_ev'))
+  local ver, ckpt, ckpt_ev = unpack(redis.call('HMGET', wf, K.ver, K.ckpt, K.ckpt_ev))
   if ver and redis.call('HEXISTS', quarantine, id) == 0 then
     local unsaved = tonumber(ckpt or '0') < tonumber(ver)
     if not unsaved then

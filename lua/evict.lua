@@ -22,7 +22,7 @@
 local wf, events, index, dirty = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, expected, statuses = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 
-local st, ver, ckpt, ckpt_ev = unpack(redis.call('HMGET', wf, 'st', 'ver', 'ckpt', 'ckpt_ev'))
+local st, ver, ckpt, ckpt_ev = unpack(redis.call('HMGET', wf, K.status, K.ver, K.ckpt, K.ckpt_ev))
 if not st then
   return {0, 'gone'}
 end

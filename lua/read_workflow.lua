@@ -24,7 +24,7 @@ local processed = 0
 if ARGV[1] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   processed = 1
 end
-local out = {processed, redis.call('HGET', wf, 'meta'), redis.call('HGET', wf, 'v:meta'), #ARGV - 4}
+local out = {processed, redis.call('HGET', wf, K.meta), redis.call('HGET', wf, K.v .. K.meta), #ARGV - 4}
 for i = 5, #ARGV do
   out[#out + 1] = redis.call('HGET', wf, ARGV[i])
 end
@@ -42,9 +42,9 @@ end
 local requested = #ids
 local mode = ARGV[2]
 for i = 1, requested do
-  for _, prefix in ipairs({'u:', 'd:'}) do
-    if (prefix == 'u:' and (mode == 'up' or mode == 'both')) or
-       (prefix == 'd:' and (mode == 'down' or mode == 'both')) then
+  for _, prefix in ipairs({K.u, K.d}) do
+    if (prefix == K.u and (mode == 'up' or mode == 'both')) or
+       (prefix == K.d and (mode == 'down' or mode == 'both')) then
       local list = redis.call('HGET', wf, prefix .. ids[i])
       if list then
         for id in string.gmatch(list, '%S+') do
@@ -57,7 +57,7 @@ end
 local counter, threshold = string.match(ARGV[4], '^(%S+) (%S+)$')
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', wf, 's:' .. id)
+  out[#out + 1] = redis.call('HGET', wf, K.s .. id)
   out[#out + 1] = redis.call('HGET', wf, 'v:s:' .. id)
   if counter then
     out[#out + 1] = redis.call('HGET', wf, counter .. id)

@@ -21,6 +21,6 @@ if redis.call('EXISTS', wf) == 0 then
 end
 redis.call('ZADD', dirty, 'NX', now_ms(), id)
 if event ~= '' then
-  redis.call('XADD', events, '*', 'e', event)
+  redis.call('XADD', events, '*', K.event, event)
 end
 return 1

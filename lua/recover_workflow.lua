@@ -20,7 +20,7 @@
 local wf, ready, delayed, payloads, guard = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local expected, ttl = ARGV[1], tonumber(ARGV[2])
 
-local ver = redis.call('HGET', wf, 'ver')
+local ver = redis.call('HGET', wf, K.ver)
 if not ver then
   return {-1}
 end

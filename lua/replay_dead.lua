@@ -11,6 +11,6 @@ local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
   return 0
 end
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[3], 'm', ARGV[2])
+redis.call('XADD', KEYS[2], '*', K.entry_id, ARGV[3], K.payload, ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[1])
 return 1

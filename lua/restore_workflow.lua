@@ -31,7 +31,7 @@ local wf, events, ready, delayed, payloads, index, dirty, guard =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local id, version, score, ttl, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 
-local current = redis.call('HGET', wf, 'ver')
+local current = redis.call('HGET', wf, K.ver)
 if current and tonumber(current) >= version then
   return {0, tonumber(current)}
 end
@@ -40,7 +40,7 @@ redis.call('DEL', wf, events)
 for i = 6, 5 + 2 * n, 2 do
   redis.call('HSET', wf, ARGV[i], ARGV[i + 1])
 end
-redis.call('HSET', wf, 'ver', version, 'ckpt', version)
+redis.call('HSET', wf, K.ver, version, K.ckpt, version)
 redis.call('ZADD', index, 'NX', score, id)
 local now = now_ms()
 redis.call('ZADD', dirty, 'NX', now, id)

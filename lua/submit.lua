@@ -35,13 +35,13 @@ end
 
 if not exists then
   for i = 5, #ARGV, 2 do
-    redis.call('HSET', wf, ARGV[i], ARGV[i + 1], 'v:' .. ARGV[i], 1)
+    redis.call('HSET', wf, ARGV[i], ARGV[i + 1], K.v .. ARGV[i], 1)
   end
-  redis.call('HSET', wf, 'ver', 1)
+  redis.call('HSET', wf, K.ver, 1)
   redis.call('ZADD', index, now, id)
   redis.call('ZADD', dirty, 'NX', now, id)
   for _, e in ipairs(evs) do
-    redis.call('XADD', events, '*', 'e', e)
+    redis.call('XADD', events, '*', K.event, e)
   end
 end
 

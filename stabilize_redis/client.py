@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING
 from stabilize_redis.backend.launch import launch
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.durable_submit import CHECKPOINT, REPLICAS, Durability
+from stabilize_redis.errors import StageError, WorkflowNotFoundError
+from stabilize_redis.keys import META_FIELD, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
-from stabilize_redis.queue.messages import CancelWorkflow
+from stabilize_redis.queue.messages import CancelWorkflow, RestartStage
 from stabilize_redis.queue.redis_queue import RedisQueue
 from stabilize_redis.validation import validate_workflow
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
 
 class Client:
-    """Submit, read, wait for and cancel workflows of one namespace.
+    """Submit, read, wait for, cancel and restart workflows of one namespace.
 
     With PostgreSQL configured (``snapshots=``, ``dsn=``, or STABILIZE_POSTGRES_DSN; ``dsn=""``
     disables) ``get``/``status``/``events`` also find workflows evicted from Redis, and ``list``
@@ -115,6 +117,30 @@ class Client:
 
     def cancel(self, workflow_id: str, user: str = "", reason: str = "") -> None:
         self.queue.push(CancelWorkflow(execution_id=workflow_id, user=user, reason=reason))
+
+    def restart(self, workflow_id: str, stage_ref_or_id: str) -> str:
+        """Enqueue a RestartStage for a stage named by its id or its ref id (a top-level stage)
+        and return the stage id. The handler runs the finished stage again with its downstream
+        scope and reopens a finished workflow; ``client.wait`` then waits for the new end. What
+        it refuses (a canceled workflow, a stage still running, ...) is logged and recorded as a
+        ``stage.restart_refused`` event (``handlers.restart_stage``).
+
+        Raises WorkflowNotFoundError when the workflow is not in Redis (never submitted, or
+        finished and evicted after the retention period: it can no longer be restarted) and
+        StageError when it has no stage with that id or ref id."""
+        key = self.backend.part(workflow_id).workflow(workflow_id)
+        meta, own, by_ref = self.backend.client.hmget(key, META_FIELD, stage_field(stage_ref_or_id),
+                                                      ref_field(stage_ref_or_id))
+        if meta is None:
+            raise WorkflowNotFoundError(
+                f"workflow {workflow_id} is not in Redis (never submitted, or finished and evicted after "
+                "the retention period); only a workflow still in Redis can be restarted", execution_id=workflow_id)
+        stage_id = stage_ref_or_id if own is not None else by_ref.decode() if by_ref is not None else None
+        if stage_id is None:
+            raise StageError(f"workflow {workflow_id} has no stage with id or ref id {stage_ref_or_id!r}",
+                             execution_id=workflow_id)
+        self.queue.push(RestartStage(execution_id=workflow_id, stage_id=stage_id))
+        return stage_id
 
     def events(self, workflow_id: str) -> builtins.list[dict[str, object]]:
         return self.store.events(workflow_id)

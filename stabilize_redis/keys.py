@@ -186,24 +186,43 @@ CHECKPOINT_EVENT_FIELD = "ckpt_ev"
 LIFE_EPOCH_FIELD = "epoch"
 # Field of an event-stream entry holding the event's JSON text.
 EVENT_FIELD = "e"
+# Fields of a ready or dead-letter stream entry: the message id and its encoded payload; a
+# dead letter also has why, after how many deliveries, the last error and when (ms).
+ENTRY_ID_FIELD = "id"
+ENTRY_PAYLOAD_FIELD = "m"
+ENTRY_ID_BYTES = ENTRY_ID_FIELD.encode()
+ENTRY_PAYLOAD_BYTES = ENTRY_PAYLOAD_FIELD.encode()
+DEAD_REASON_FIELD = "reason"
+DEAD_ATTEMPTS_FIELD = "attempts"
+DEAD_ERROR_FIELD = "error"
+DEAD_AT_FIELD = "at"
+# Fields of a partition's checkpoint info hash (``PartitionKeys.checkpoint_info``).
+CKPT_INFO_AT_FIELD = "at"
+CKPT_INFO_BY_FIELD = "by"
+CKPT_INFO_WORKFLOWS_FIELD = "workflows"
+# Prefixes of per-stage fields of a workflow hash (see the functions below).
+VERSION_PREFIX = "v:"
+STAGE_PREFIX = "s:"
+UPSTREAMS_PREFIX = "u:"
+DOWNSTREAMS_PREFIX = "d:"
 
 
 def stage_field(stage_id: str) -> str:
-    return f"s:{stage_id}"
+    return f"{STAGE_PREFIX}{stage_id}"
 
 
 def upstreams_field(stage_id: str) -> str:
     """Plain, space-separated ids of a stage's direct upstream stages (read by Lua)."""
-    return f"u:{stage_id}"
+    return f"{UPSTREAMS_PREFIX}{stage_id}"
 
 
 def downstreams_field(stage_id: str) -> str:
     """Plain, space-separated ids of a stage's direct downstream stages (read by Lua)."""
-    return f"d:{stage_id}"
+    return f"{DOWNSTREAMS_PREFIX}{stage_id}"
 
 
 def version_field(field: str) -> str:
-    return f"v:{field}"
+    return f"{VERSION_PREFIX}{field}"
 
 
 def counter_field(name: str) -> str:
@@ -245,4 +264,24 @@ def settled_flag_field(stage_id: str) -> str:
 
 
 def ref_field(ref_id: str) -> str:
+    """Plain: the id of the top-level stage with this ref id (the first, if several), for
+    lookups by ref id in Lua (``lua/read_region.lua``); written at layout and by add_stage."""
     return f"r:{ref_id}"
+
+
+LUA_NAMES: dict[str, str] = {
+    "meta": META_FIELD, "status": STATUS_FIELD, "ver": WORKFLOW_VERSION_FIELD, "ckpt": CHECKPOINT_VERSION_FIELD,
+    "ckpt_ev": CHECKPOINT_EVENT_FIELD, "epoch": LIFE_EPOCH_FIELD, "event": EVENT_FIELD, "entry_id": ENTRY_ID_FIELD,
+    "payload": ENTRY_PAYLOAD_FIELD, "dead_reason": DEAD_REASON_FIELD, "dead_attempts": DEAD_ATTEMPTS_FIELD,
+    "dead_error": DEAD_ERROR_FIELD, "dead_at": DEAD_AT_FIELD, "info_at": CKPT_INFO_AT_FIELD,
+    "info_by": CKPT_INFO_BY_FIELD, "info_workflows": CKPT_INFO_WORKFLOWS_FIELD, "v": VERSION_PREFIX,
+    "s": STAGE_PREFIX, "u": UPSTREAMS_PREFIX, "d": DOWNSTREAMS_PREFIX,
+}
+"""The names Lua uses, as ``K.<name>`` (``lua_names``): every field and prefix a script spells."""
+
+
+def lua_names() -> str:
+    """The Lua include ``--@include keys``: ``local K = {...}`` built from ``LUA_NAMES``, so the
+    scripts spell no field name of their own."""
+    body = ", ".join(f"{name} = '{value}'" for name, value in LUA_NAMES.items())
+    return f"-- generated from stabilize_redis/keys.py (LUA_NAMES)\nlocal K = {{{body}}}\n"

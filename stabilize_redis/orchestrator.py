@@ -1,4 +1,4 @@
-"""``Orchestrator``: start, cancel and unpause workflows, as stabilize's does."""
+"""``Orchestrator``: start, cancel, restart stages of and unpause workflows, as stabilize's does."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from stabilize_redis.persistence.redis_store import (
     stored,
     validate_for_store,
 )
-from stabilize_redis.queue.messages import CancelWorkflow, ResumeStage, StartWorkflow, new_message_id
+from stabilize_redis.queue.messages import (
+    CancelWorkflow,
+    RestartStage,
+    ResumeStage,
+    StartWorkflow,
+    new_message_id,
+)
 from stabilize_redis.queue.redis_queue import RedisQueue
 
 
@@ -50,6 +56,17 @@ class Orchestrator:
     def cancel(self, execution: Workflow, user: str = "", reason: str = "") -> None:
         self.queue.push(CancelWorkflow(execution_id=execution.id, execution_type=execution.type.name,
                                        user=user, reason=reason))
+
+    def restart_stage(self, execution: Workflow, stage_id: str) -> None:
+        """Enqueue a RestartStage for the stage ``stage_id`` of ``execution``: a finished stage
+        runs again with its downstream scope and a finished workflow reopens (see
+        ``handlers.restart_stage`` for what is refused). Returns once the message is enqueued."""
+        self.queue.push(RestartStage(execution_id=execution.id, execution_type=execution.type.name,
+                                     stage_id=stage_id, message_id=new_message_id()))
+
+    def restart(self, execution: Workflow, stage_id: str) -> None:
+        """stabilize's name for :meth:`restart_stage`."""
+        self.restart_stage(execution, stage_id)
 
     def unpause(self, execution: Workflow) -> None:
         """Resume a paused workflow: the workflow record goes back to RUNNING (so tasks not yet

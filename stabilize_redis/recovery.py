@@ -34,7 +34,6 @@ import redis
 
 from stabilize_redis.backend.codec import unpack
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.scripts import script_source
 from stabilize_redis.durability.recovery import _unreferenced
 from stabilize_redis.durability.recovery_plan import describe, plan_from_hash
 from stabilize_redis.errors import RecoveryError
@@ -78,7 +77,7 @@ class WorkflowRecovery:
         self.backend: RedisBackend = source.backend
         self.max_recovery_age_hours = max_recovery_age_hours
         self.batch_size = max(1, batch_size)
-        self._script = self.backend.client.register_script(script_source("recover_workflow"))
+        self._script = self.backend.scripts.recover_workflow
 
     def recover_pending_workflows(self, application: str | None = None) -> list[RecoveryResult]:
         """Examine every pending workflow (of ``application``) and recover those that need it.

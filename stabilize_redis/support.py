@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from stabilize_redis.models.multi_instance import MultiInstanceConfig
-from stabilize_redis.models.stage import JoinType, SplitType, StageExecution, SyntheticStageOwner
+from stabilize_redis.models.stage import JoinType, SplitType, StageExecution
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.models.workflow import PausedDetails, Trigger, Workflow
@@ -53,9 +53,23 @@ class Feature:
 
 
 _YET = "not executed by this engine yet"
-JUMPS = Feature("jumps", f"jumps between stages (TaskResult.jump_to / redirect, JumpToStage, loops) are {_YET}")
-SYNTHETIC = Feature("synthetic stages", f"synthetic before/after stages (parent_stage_id, ContinueParentStage) are {_YET}")
-RESTART = Feature("restart", f"restarting a stage (RestartStage) is {_YET}")
+JUMPS = Feature("jumps", f"jumps between stages (TaskResult.jump_to / redirect, JumpToStage, loops) are {_YET}",
+                executed=True, tests=(
+                    "tests/integration/test_jumps.py::"
+                    "test_a_loop_back_reruns_the_region_and_each_pass_sees_the_fresh_upstream_values",
+                    "tests/processes/test_jump_races.py::"
+                    "test_a_jump_inside_a_fan_out_discards_the_branches_still_running"))
+SYNTHETIC = Feature("synthetic stages", f"synthetic before/after stages (parent_stage_id, ContinueParentStage) are {_YET}",
+                    executed=True, tests=("tests/integration/test_synthetic_stages.py::test_before_stages_run_in_dependency_order_then_the_tasks_then_the_after_stages",
+                                         "tests/integration/test_synthetic_stages.py::test_on_failure_stages_run_in_order_only_when_the_stage_fails"))
+SYNTHETIC_OWNER = Feature("synthetic stage without owner", "a synthetic stage (parent_stage_id) needs a "
+                          "synthetic_stage_owner (STAGE_BEFORE or STAGE_AFTER) to say when it runs")
+RESTART = Feature("restart", f"restarting a stage (RestartStage) is {_YET}",
+                  executed=True, tests=(
+                      "tests/integration/test_restart.py::"
+                      "test_restart_after_a_terminal_failure_reruns_the_stage_and_its_downstreams_and_the_workflow_succeeds",
+                      "tests/integration/test_restart.py::test_restart_re_arms_completion_exactly_once",
+                      "tests/integration/test_restart.py::test_a_stale_message_of_the_old_run_is_discarded"))
 SIGNALS = Feature("signals", f"signals (TaskResult.suspend, SignalStage; WCP-23/24) are {_YET}")
 MUTEX = Feature("mutex", f"mutual exclusion (mutex_key; WCP-17/39/40) is {_YET}")
 DEFERRED_CHOICE = Feature("deferred choice", f"deferred choice (deferred_choice_group; WCP-16) is {_YET}")
@@ -84,7 +98,7 @@ NOT_AN_OUTCOME = Feature("not a task outcome", "this status is not a task outcom
                          "terminal, failed_continue, skipped, canceled or stopped")
 
 FEATURES: tuple[Feature, ...] = (
-    JUMPS, SYNTHETIC, RESTART, SIGNALS, MUTEX, DEFERRED_CHOICE, MILESTONES, CANCEL_REGIONS, MULTI_INSTANCE,
+    JUMPS, SYNTHETIC, SYNTHETIC_OWNER, RESTART, SIGNALS, MUTEX, DEFERRED_CHOICE, MILESTONES, CANCEL_REGIONS, MULTI_INSTANCE,
     MULTI_MERGE, REDUCERS, CONCURRENCY, SUB_WORKFLOWS, SCHEDULED, CLEANUP, FINALIZERS, TASK_LOOPS,
     CONFIG_VERSION, MESSAGE_MAX_ATTEMPTS, THRESHOLD_RULE, SPLIT_RULE, FIRST_TASK_RULE, LAST_TASK_RULE,
     NOT_AN_OUTCOME,
@@ -188,7 +202,9 @@ WORKFLOW: dict[str, Entry] = {
 STAGE: dict[str, Entry] = {
     "id": done("the stage's field in the workflow hash"),
     "ref_id": done("the graph key: requisites, split conditions and expressions name stages by it"),
-    "type": done("stored; stage builders are not part of this engine, so a stage runs the tasks it is given"),
+    "type": done("the stage definition builder consulted (stabilize_redis.stages.register_builder): tasks for "
+                 "a stage given none, and its synthetic stages",
+                 "tests/integration/test_synthetic_stages.py::test_a_builder_gives_a_stage_without_tasks_its_tasks_and_its_stages"),
     "name": done(STORED),
     "status": state(),
     "context": done("the stage's input, over its ancestors' outputs (stageEnabled, stageTimeoutMs, manualSkip, "
@@ -202,8 +218,13 @@ STAGE: dict[str, Entry] = {
     "requisite_stage_ref_ids": done("the stage waits for these upstream stages (its join)",
                                     "tests/integration/test_join_concurrency.py::"
                                     "test_and_join_starts_once_with_three_threaded_processors"),
-    "parent_stage_id": uses(SYNTHETIC, "parent-stage-id"),
-    "synthetic_stage_owner": uses(SYNTHETIC, SyntheticStageOwner.STAGE_BEFORE),
+    "parent_stage_id": partly("a synthetic stage of that parent: before-stages run before its tasks, after-stages "
+                              "after them on success (on-failure ones on failure); its children's completion "
+                              "counts toward it, never toward the workflow's", SYNTHETIC_OWNER,
+                              lambda v, s: v is not None and s.owner.synthetic_stage_owner is None,
+                              "parent-stage-id", "tests/integration/test_synthetic_stages.py::test_nested_synthetic_stages_run_innermost_first"),
+    "synthetic_stage_owner": done("STAGE_BEFORE or STAGE_AFTER: when a synthetic stage runs (without "
+                                  "parent_stage_id it is a plain top-level stage)"),
     "start_time": state(),
     "end_time": state(),
     "start_time_expiry": done("a stage not started by then is skipped"),
@@ -281,6 +302,14 @@ STAGE_CONTEXT: dict[str, Entry] = {
                                       "tests/integration/test_task_results.py::"
                                       "test_continue_pipeline_on_failure_turns_terminal_into_failed_continue"),
     "failPipeline": done("False turns a failure into STOPPED"),
+    "_max_jumps": done("jumps allowed when the workflow context sets none (default 10)"),
+    "_jump_count": state("jumps taken so far (on the jumping stage and its target)"),
+    "_jump_history": state("the jumps taken: from_stage, to_stage, jump_number, context_keys"),
+    "_jump_outputs": state("a jump target's: the jump's outputs"),
+    "jump_error": state("why a stage's jump failed (missing target, too many jumps)"),
+    "_on_failure_stage": state("set on the synthetic stages a builder's on_failure_stages built: they run "
+                               "only when their parent fails"),
+    "beforeStagePlanningFailed": state("the stage's builder (or a stage it built) failed; the stage fails"),
     "_output_reducers": uses(REDUCERS, {"items": "collect"}),
     "_sub_workflow_config": uses(SUB_WORKFLOWS, {"name": "child", "stages": []}),
 }
@@ -288,7 +317,9 @@ STAGE_CONTEXT: dict[str, Entry] = {
 
 WORKFLOW_CONTEXT: dict[str, Entry] = {
     "completeOtherBranchesThenFail": done("a failure lets the other branches finish before the workflow fails"),
-    "_max_jumps": uses(JUMPS, 5),
+    "_max_jumps": done("jumps allowed in the workflow (default 10; 0 forbids them); one more fails the "
+                       "jumping stage TERMINAL", "tests/integration/test_jumps.py::"
+                       "test_a_loop_past_max_jumps_fails_the_workflow_terminal_with_jump_error"),
 }
 """Workflow context keys stabilize gives a meaning to."""
 
@@ -302,10 +333,15 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
     "CompleteStage": done("settles a stage and releases its downstreams"),
     "SkipStage": done("skips a stage and releases its downstreams"),
     "CancelStage": done("cancels a stage"),
-    "RestartStage": needs_all(RESTART),
+    "RestartStage": done("resets a finished stage and its downstream scope, reopens the workflow and starts "
+                         "the stage again, in one commit",
+                         "tests/integration/test_restart.py::test_restart_re_arms_completion_exactly_once"),
     "ResumeStage": done("resumes a paused stage"),
-    "ContinueParentStage": needs_all(SYNTHETIC),
-    "JumpToStage": needs_all(JUMPS),
+    "ContinueParentStage": done("moves a stage through its synthetic phases; released by the commit that "
+                                "finishes a phase's last child",
+                                "tests/integration/test_synthetic_stages.py::test_a_failing_before_stage_prevents_the_parent_tasks_and_its_after_stages"),
+    "JumpToStage": done("resets the region a jump re-runs and starts the target, in one commit",
+                        "tests/integration/test_jumps.py::test_a_pushed_jump_to_stage_reruns_a_finished_stage"),
     "SignalStage": needs_all(SIGNALS),
     "CancelRegion": needs_all(CANCEL_REGIONS),
     "AddMultiInstance": needs_all(MULTI_INSTANCE),
@@ -346,10 +382,14 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "task_type_name": done(_DIAGNOSTIC),
     "pipeline_config_id": part_of(CONCURRENCY),
     "purge_queue": part_of(CONCURRENCY),
-    "phase": part_of(SYNTHETIC),
-    "target_stage_ref_id": part_of(JUMPS),
-    "jump_context": part_of(JUMPS),
-    "jump_outputs": part_of(JUMPS),
+    "phase": done("ContinueParentStage: STAGE_BEFORE (plan, before-stages, then the tasks) or STAGE_AFTER "
+                  "(after-stages or on-failure stages, then the stage settles)"),
+    "target_stage_ref_id": done("JumpToStage: the ref id of the stage to jump to"),
+    "jump_context": done("JumpToStage: merged into the target's context"),
+    "jump_outputs": done("JumpToStage: the target's context['_jump_outputs']"),
+    "attempt_token": done("task messages and JumpToStage: the run of the stage they belong to; one of an "
+                          "earlier run (before a jump or restart reset the stage) is discarded",
+                          "tests/integration/test_jumps.py::test_a_stale_task_completion_after_a_jump_is_discarded"),
     "signal_name": part_of(SIGNALS),
     "signal_data": part_of(SIGNALS),
     "persistent": part_of(SIGNALS),
@@ -373,8 +413,10 @@ DIRECTIVES: dict[str, Entry] = {
     "CANCELED": done("the task is canceled"),
     "STOPPED": done("the task stopped; the stage stops"),
     "SUSPENDED": uses(SIGNALS, TaskResult.suspend()),
-    "REDIRECT": uses(JUMPS, TaskResult.redirect()),
-    JUMP_TO: uses(JUMPS, TaskResult.jump_to("elsewhere")),
+    "REDIRECT": done("without a target (TaskResult.redirect()) the task fails TERMINAL with context['error'], "
+                     "as in stabilize"),
+    JUMP_TO: done("the workflow jumps to the target stage (handlers.jump_to_stage)",
+                  "tests/integration/test_jumps.py::test_a_forward_jump_skips_the_stages_in_between_and_runs_the_target"),
     "NOT_STARTED": uses(NOT_AN_OUTCOME, TaskResult(WorkflowStatus.NOT_STARTED)),
     "PAUSED": uses(NOT_AN_OUTCOME, TaskResult(WorkflowStatus.PAUSED)),
     "BUFFERED": uses(NOT_AN_OUTCOME, TaskResult(WorkflowStatus.BUFFERED)),
@@ -385,7 +427,7 @@ RESULT_FIELDS: dict[str, Entry] = {
     "status": done("the directive: see DIRECTIVES"),
     "context": done("merged into the stage context; values converted like json default=str"),
     "outputs": done("merged into the stage outputs; values converted like json default=str"),
-    "target_stage_ref_id": part_of(JUMPS),
+    "target_stage_ref_id": done("jump_to's target ref id"),
 }
 """Every field of TaskResult."""
 

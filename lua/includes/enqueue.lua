@@ -8,7 +8,7 @@
 --   delay_ms  > 0: ZADD the id to the delayed set scored by due time, payload kept in a hash
 local function enqueue(ready, delayed, payloads, msg_id, payload, delay_ms, now_ms)
   if delay_ms <= 0 then
-    redis.call('XADD', ready, '*', 'id', msg_id, 'm', payload)
+    redis.call('XADD', ready, '*', K.entry_id, msg_id, K.payload, payload)
   else
     redis.call('HSET', payloads, msg_id, payload)
     redis.call('ZADD', delayed, now_ms + delay_ms, msg_id)
@@ -31,6 +31,6 @@ end
 
 -- Move a message to the dead-letter stream with why, how often it was tried and its last error.
 local function dead_letter(dead, msg_id, payload, reason, attempts, last_error, now)
-  redis.call('XADD', dead, '*', 'id', msg_id, 'm', payload, 'reason', reason,
-    'attempts', attempts, 'error', last_error, 'at', now)
+  redis.call('XADD', dead, '*', K.entry_id, msg_id, K.payload, payload, K.dead_reason, reason,
+    K.dead_attempts, attempts, K.dead_error, last_error, K.dead_at, now)
 end

@@ -290,12 +290,14 @@ class StageRecord:
 
     ``up``/``down`` are the stage ids of direct upstream/downstream stages (by requisite ref ids
     among siblings), ``children`` the ids of its synthetic stages, ``rank`` its position in a
-    topological order of the whole workflow, ``gates`` for each downstream id the number of
-    upstream completions that release its start as laid out (informational: releases compare with
-    the thresholds stored beside the join counters), ``anc`` its ancestors' outputs in rank-tagged
-    form (see ``dag.lineage``), filled when the stage starts. ``tries`` counts, per task id, the
+    topological order of the whole workflow, ``anc`` its ancestors' outputs in rank-tagged
+    form (see ``dag.lineage``), filled when the stage starts, and ``shadowed`` the stage's own
+    context values of the keys its ancestors' outputs also had at that start (so a reset can take
+    the merged values back out: ``decisions.reset``). ``tries`` counts, per task id, the
     executions of a task that ended in a transient error (bounded by ``task_max_attempts``);
-    unlike a message's delivery ``attempts`` it survives the retry messages.
+    unlike a message's delivery ``attempts`` it survives the retry messages. ``attempt`` is the
+    stage's run: raised by every reset (jump, restart), carried by the messages of that run as
+    ``attempt_token``, so a message of an earlier run is recognised and discarded.
     """
 
     stage: StageExecution
@@ -304,9 +306,10 @@ class StageRecord:
     children: list[str] = field(default_factory=list)
     rank: int = 0
     anc: dict[str, list[list[Any]]] = field(default_factory=dict)
-    gates: dict[str, int] = field(default_factory=dict)
     version: int = 0
     tries: dict[str, int] = field(default_factory=dict)
+    attempt: int = 0
+    shadowed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -348,8 +351,9 @@ def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
         "children": rec.children,
         "rank": rec.rank,
         "anc": rec.anc,
-        "gates": rec.gates,
         "tries": rec.tries,
+        "att": rec.attempt,
+        "shadow": rec.shadowed,
     }
 
 
@@ -386,8 +390,9 @@ def stage_from_dict(d: dict[str, Any], version: int = 0) -> StageRecord:
     stage.version = version
     for task in stage.tasks:
         task.set_stage_strong(stage)
-    return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d["anc"], d["gates"], version,
-                       d.get("tries") or {})
+    # Blobs written before ``gates`` was dropped still hold it; it is ignored.
+    return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d["anc"], version,
+                       d.get("tries") or {}, d.get("att") or 0, d.get("shadow") or {})
 
 
 def encode_stage(rec: StageRecord) -> bytes:

@@ -14,6 +14,14 @@ from the statuses the workflow is stored with (``settlement``, the same recount 
 * ``SETTLED_COUNTER``: top-level stages settled - a final status, or unable to run - each
   flagged once (``settled_flag_field``); threshold: the number of top-level stages. Reaching it
   releases CompleteWorkflow (``lua/commit.lua``); ``HALTED_COUNTER`` counts the halted ones.
+  Synthetic stages never count here: their parent settles once all its phases are done;
+* ``phase_counter(P, phase)`` (P has synthetic children in ``phase``, see
+  ``models.stage.phases``): children of that phase finished continuably; threshold: the
+  number of children in the phase. Reaching it releases ContinueParentStage for P.
+
+Ranks (``StageRecord.rank``, the order ancestors' outputs merge in) put every stage after its
+parent and its sibling upstreams: the top-level stages in topological order, then each
+parent's children, level by level, in topological order among siblings.
 """
 
 from __future__ import annotations
@@ -42,15 +50,71 @@ from stabilize_redis.keys import (
     dead_counter,
     downstreams_field,
     join_counter,
+    ref_field,
     settled_flag_field,
     stage_field,
     threshold_field,
     upstreams_field,
 )
 from stabilize_redis.models.stage import JoinType, StageExecution
+from stabilize_redis.models.stage.phases import PHASES, phase_of
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
-from stabilize_redis.validation import validate_storable
+from stabilize_redis.validation import WorkflowValidationError, validate_storable
+
+
+def phase_counter(parent_id: str, phase: str) -> str:
+    """Counter name: children of ``parent_id`` in ``phase`` that finished continuably (a join
+    over the phase's children: ``join_counter`` of the pseudo id ``<parent>/<phase>``)."""
+    return join_counter(f"{parent_id}/{phase}")
+
+
+def phase_counts(children: list[StageRecord]) -> dict[str, tuple[int, int]]:
+    """Phase -> (children finished continuably, children) of one parent's ``children``."""
+    out: dict[str, tuple[int, int]] = {}
+    for phase in PHASES:
+        mine = [c for c in children if phase_of(c.stage) == phase]
+        if mine:
+            out[phase] = (sum(1 for c in mine if _finished_ok(c.stage.status)), len(mine))
+    return out
+
+
+def phase_counter_fields(records: Mapping[str, StageRecord]) -> dict[str, bytes]:
+    """The phase counters and thresholds of every parent among ``records``, from their
+    children's statuses."""
+    out: dict[str, bytes] = {}
+    for rec in records.values():
+        kids = [records[c] for c in rec.children if c in records]
+        for phase, (done, total) in phase_counts(kids).items():
+            name = phase_counter(rec.id, phase)
+            out[threshold_field(name)] = b"%d" % total
+            if done:
+                out[counter_field(name)] = b"%d" % done
+    return out
+
+
+def ranked(stages: list[StageExecution]) -> list[StageExecution]:
+    """``stages`` in rank order: top-level stages topologically, then each parent's children
+    (level by level, topologically among siblings). WorkflowValidationError for a synthetic
+    stage whose parent is not among ``stages``."""
+    ids = {s.id for s in stages}
+    groups: dict[str | None, list[StageExecution]] = {}
+    for stage in stages:
+        if stage.parent_stage_id is not None and stage.parent_stage_id not in ids:
+            raise WorkflowValidationError(f"stage {stage.ref_id!r}: parent_stage_id: stage "
+                                          f"{stage.parent_stage_id!r} is not a stage of this workflow")
+        groups.setdefault(stage.parent_stage_id, []).append(stage)
+    order: list[StageExecution] = []
+    parents: list[str | None] = [None]
+    while parents:
+        level = topological_sort(groups.pop(parents.pop(0), []))
+        order += level
+        parents += [s.id for s in level]
+    if groups:  # children of a child of themselves: a parent cycle
+        cycle = sorted(s.ref_id for group in groups.values() for s in group)
+        raise WorkflowValidationError(f"stage {cycle[0]!r}: parent_stage_id: synthetic stages "
+                                      f"{cycle} are their own ancestors")
+    return order
 
 
 def join_gate(stage: StageExecution, upstream_count: int) -> int:
@@ -162,7 +226,7 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
     validate_plain_data(wf)
     by_ref = {_siblings_key(s): s for s in wf.stages}
     records = {s.id: StageRecord(s) for s in wf.stages}
-    for rank, stage in enumerate(topological_sort(wf.stages)):
+    for rank, stage in enumerate(ranked(wf.stages)):
         records[stage.id].rank = rank
     for stage in wf.stages:
         rec = records[stage.id]
@@ -184,13 +248,15 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
         STAGE_IDS_FIELD: pack([s.id for s in wf.stages]),
     }
     for rec in records.values():
-        rec.gates = {did: join_gate(records[did].stage, len(records[did].up)) for did in rec.down}
         fields[stage_field(rec.id)] = encode_stage(rec)
         if rec.up:
             fields[upstreams_field(rec.id)] = " ".join(rec.up).encode()
         if rec.down:
             fields[downstreams_field(rec.id)] = " ".join(rec.down).encode()
+    for stage in reversed(top):  # the first top-level stage of a ref id wins (stage_by_ref_id)
+        fields[ref_field(stage.ref_id)] = stage.id.encode()
     fields.update(counter_fields(records, settlement(records)))
+    fields.update(phase_counter_fields(records))
     return fields
 
 

@@ -22,15 +22,28 @@ from stabilize_redis.backend.scripts import Scripts
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.keys import (
     CONSUMER_GROUP,
+    DEAD_AT_FIELD,
+    DEAD_ATTEMPTS_FIELD,
+    DEAD_ERROR_FIELD,
+    DEAD_REASON_FIELD,
     DEFAULT_PARTITIONS,
+    ENTRY_ID_BYTES,
+    ENTRY_ID_FIELD,
+    ENTRY_PAYLOAD_BYTES,
+    ENTRY_PAYLOAD_FIELD,
     META_FIELD,
     STAGE_IDS_FIELD,
     NamespaceKeys,
     PartitionKeys,
     counter_field,
+    dead_counter,
+    downstreams_field,
     join_counter,
+    ref_field,
+    settled_flag_field,
     stage_field,
     threshold_field,
+    upstreams_field,
     version_field,
 )
 from stabilize_redis.queue.messages import Message, decode_message, new_message_id, payload_type
@@ -86,6 +99,28 @@ class Snapshot:
     @property
     def exists(self) -> bool:
         return self.meta is not None
+
+
+@dataclass
+class Region(Snapshot):
+    """What a reset (jump, restart) read (``RedisBackend.read_region``): the stages it changes
+    and the stages around them, with each one's join and dead counters, their thresholds
+    (``counters``/``thresholds`` by ``keys.join_counter``/``keys.dead_counter`` name) and its
+    settled flag (``flags``: '1', 'h'; absent when not settled).
+
+    ``target_id`` None: the target does not exist. ``scope``: the target and the stages all of
+    whose upstreams are in scope (they go back to NOT_STARTED); ``backward``: the source lies
+    downstream of the target (or is it), so it is reset too; ``skips``: on a forward jump, the
+    stages only the source led to, which become SKIPPED."""
+
+    target_id: str | None = None
+    backward: bool = True
+    scope: list[str] = field(default_factory=list)
+    skips: list[str] = field(default_factory=list)
+    counted: list[str] = field(default_factory=list)
+    """The stages whose counters a reset recounts: the changed ones, their direct downstreams,
+    and the stages below those settled as unable to run (with their downstreams)."""
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 def _int(value: bytes | None) -> int:
@@ -219,6 +254,47 @@ class RedisBackend:
                     limits[name] = int(rest[i + 4])
         return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]), limits)
 
+    def read_region(self, workflow_id: str, source_id: str, target: str, *, by_ref: bool,
+                    counters: Sequence[str] = ()) -> Region:
+        """One round trip (``lua/read_region.lua``): the region a reset of ``target`` (a ref id
+        when ``by_ref``: a jump from ``source_id``; else a stage id: a restart) changes, with
+        its border and counters, plus the named ``counters`` (and thresholds)."""
+        part = self.part(workflow_id)
+        prefixes = " ".join((stage_field(""), version_field(""), upstreams_field(""), downstreams_field(""),
+                             ref_field(""), counter_field(join_counter("")), threshold_field(join_counter("")),
+                             counter_field(dead_counter("")), threshold_field(dead_counter("")),
+                             settled_flag_field("")))
+        reply = self.scripts.read_region(
+            keys=[part.workflow(workflow_id)],
+            args=[source_id, target, "jump" if by_ref else "restart", prefixes,
+                  *[counter_field(c) for c in counters], *[threshold_field(c) for c in counters]])
+        meta = unpack(reply[0]) if reply[0] else None
+        region = Region(workflow_id, meta, _int(reply[1] or None), {}, {})
+        region.target_id = reply[2].decode() if reply[2] else None
+        region.backward = int(reply[3]) == 1
+        region.scope = reply[4].decode().split()
+        region.skips = reply[5].decode().split()
+        counted = int(reply[6])
+        n = len(counters)
+        region.counters.update({c: _int(reply[8 + i] or None) for i, c in enumerate(counters)})
+        region.thresholds.update({c: int(reply[8 + n + i]) for i, c in enumerate(counters) if reply[8 + n + i]})
+        rest = reply[8 + int(reply[7]):]
+        for i in range(0, len(rest), 8):
+            sid = rest[i].decode()
+            if i // 8 < counted:
+                region.counted.append(sid)
+            blob, version, jc, jt, dc, dt, flag = rest[i + 1:i + 8]
+            if not blob:
+                continue
+            region.stages[sid] = decode_stage(blob, _int(version or None))
+            for name, value, limit in ((join_counter(sid), jc, jt), (dead_counter(sid), dc, dt)):
+                region.counters[name] = _int(value or None)
+                if limit:
+                    region.thresholds[name] = int(limit)
+            if flag:
+                region.flags[sid] = flag.decode()
+        return region
+
     def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None) -> str:
         """Apply a transition atomically with the dedup record and ack of ``delivery``.
 
@@ -320,7 +396,7 @@ class RedisBackend:
         decode_message(payload)
         check_message(message)
         if delay_seconds <= 0:
-            self.client.xadd(part.ready, {"id": message.message_id, "m": payload})
+            self.client.xadd(part.ready, {ENTRY_ID_FIELD: message.message_id, ENTRY_PAYLOAD_FIELD: payload})
             return
         due = int((time.time() + delay_seconds) * 1000)
         pipe = self.client.pipeline(transaction=True)
@@ -339,8 +415,8 @@ class RedisBackend:
         out: list[Delivery] = []
         for stream, entries in reply or []:
             for entry_id, fields in entries:
-                out.append(Delivery(index[stream], entry_id.decode(), (fields.get(b"id") or b"").decode(),
-                                    fields.get(b"m") or b""))
+                out.append(Delivery(index[stream], entry_id.decode(), (fields.get(ENTRY_ID_BYTES) or b"").decode(),
+                                    fields.get(ENTRY_PAYLOAD_BYTES) or b""))
         return out
 
     def promote(self, limit: int = 500, partitions: Iterable[int] | None = None,
@@ -449,8 +525,8 @@ class RedisBackend:
             for p in self.client.xpending_range(part.ready, CONSUMER_GROUP, min=ids[0], max=ids[-1],
                                                 count=len(ids) + 10):
                 counts[p["message_id"]] = int(p["times_delivered"])
-        return [Delivery(part.index, entry_id.decode(), (fields.get(b"id") or b"").decode(),
-                         fields.get(b"m") or b"", counts.get(entry_id, 2))
+        return [Delivery(part.index, entry_id.decode(), (fields.get(ENTRY_ID_BYTES) or b"").decode(),
+                         fields.get(ENTRY_PAYLOAD_BYTES) or b"", counts.get(entry_id, 2))
                 for entry_id, fields in entries if fields is not None]
 
     # -- inspection ----------------------------------------------------------------------------
@@ -490,12 +566,12 @@ class RedisBackend:
         for part in self.keys.all_partitions():
             for entry_id, fields in self.client.xrange(part.dead, count=limit):
                 f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
-                kind = payload_type(fields.get(b"m") or b"")
+                kind = payload_type(fields.get(ENTRY_PAYLOAD_BYTES) or b"")
                 out.append({
                     "id": f"{part.index}/{entry_id.decode()}", "partition": part.index,
-                    "message_id": f.get("id", ""), "type": kind, "payload": f.get("m", ""),
-                    "reason": f.get("reason", ""), "attempts": int(f.get("attempts") or 0),
-                    "error": f.get("error", ""), "at": int(f.get("at") or 0),
+                    "message_id": f.get(ENTRY_ID_FIELD, ""), "type": kind, "payload": f.get(ENTRY_PAYLOAD_FIELD, ""),
+                    "reason": f.get(DEAD_REASON_FIELD, ""), "attempts": int(f.get(DEAD_ATTEMPTS_FIELD) or 0),
+                    "error": f.get(DEAD_ERROR_FIELD, ""), "at": int(f.get(DEAD_AT_FIELD) or 0),
                 })
         return out[:limit]
 
@@ -509,8 +585,8 @@ class RedisBackend:
         if not found:
             return False
         fields = found[0][1]
-        payload = fields.get(b"m") or b""
-        message_id = fields.get(b"id") or b""
+        payload = fields.get(ENTRY_PAYLOAD_BYTES) or b""
+        message_id = fields.get(ENTRY_ID_BYTES) or b""
         home = partition
         try:
             data = json.loads(payload)
@@ -521,7 +597,7 @@ class RedisBackend:
         except (ValueError, TypeError, RecursionError, AttributeError):  # undecodable: replayed as it is
             pass
         if home != partition:
-            self.client.xadd(self.keys.partition(home).ready, {"id": message_id, "m": payload})
+            self.client.xadd(self.keys.partition(home).ready, {ENTRY_ID_FIELD: message_id, ENTRY_PAYLOAD_FIELD: payload})
             return int(self.client.xdel(part.dead, dead_id)) == 1
         return int(self.scripts.replay_dead(keys=[part.dead, part.ready],
                                             args=[dead_id, payload, message_id])) == 1

@@ -1,4 +1,6 @@
-"""Loading the Lua commands: one file per command, ``--@include`` lines resolved at load.
+"""Loading the Lua commands: one file per command, ``--@include`` lines resolved at load, and
+every script preceded by ``keys.lua_names()`` (``local K = {...}``): scripts spell the fields
+they touch as ``K.<name>``, never as literals, so keys.py stays the one place names are spelt.
 
 Scripts are registered once per client and called by SHA; redis-py's Script reloads a script
 on NOSCRIPT (for example after a server restart), so callers never handle it.
@@ -13,11 +15,17 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+from stabilize_redis.keys import lua_names
+
 _INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
 
 SCRIPT_NAMES = ("commit", "submit", "promote_delayed", "reschedule", "dead_letter", "replay_dead",
                 "checkpoint_read", "checkpoint_ack", "checkpoint_lease", "checkpoint_census", "evict",
-                "read_workflow")
+                "read_workflow", "read_region", "delete_consumers", "recover_workflow", "dirty_trim",
+                "dirty_remark", "reconcile_workflow", "restore_workflow")
+"""Every Lua command called through ``Scripts``. ``checkpoint_life`` is the one exception: each
+partition life registers its own copy with a unique suffix (``durability.epochs``: the script
+cache is what tells one life of Redis from the next)."""
 
 
 def _read(name: str) -> str:
@@ -26,27 +34,28 @@ def _read(name: str) -> str:
 
 @cache
 def script_source(name: str) -> str:
-    """The full text of ``lua/<name>.lua`` with its includes inlined."""
+    """The full text of ``lua/<name>.lua``: ``keys.lua_names()``, then the file with its
+    includes inlined."""
 
     def inline(match: re.Match[str]) -> str:
         return _read(match.group(1))
 
-    return _INCLUDE.sub(inline, _read(f"{name}.lua"))
+    return lua_names() + _INCLUDE.sub(inline, _read(f"{name}.lua"))
 
 
 class Scripts:
-    """The engine's Lua commands, registered on one client."""
+    """The engine's Lua commands (``SCRIPT_NAMES``) on one client, each registered on first use:
+    ``Scripts(client).commit(keys=..., args=...)``. The one registry of Lua calls."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self.commit: Script = client.register_script(script_source("commit"))
-        self.submit: Script = client.register_script(script_source("submit"))
-        self.promote_delayed: Script = client.register_script(script_source("promote_delayed"))
-        self.reschedule: Script = client.register_script(script_source("reschedule"))
-        self.dead_letter: Script = client.register_script(script_source("dead_letter"))
-        self.replay_dead: Script = client.register_script(script_source("replay_dead"))
-        self.checkpoint_read: Script = client.register_script(script_source("checkpoint_read"))
-        self.checkpoint_ack: Script = client.register_script(script_source("checkpoint_ack"))
-        self.checkpoint_lease: Script = client.register_script(script_source("checkpoint_lease"))
-        self.checkpoint_census: Script = client.register_script(script_source("checkpoint_census"))
-        self.evict: Script = client.register_script(script_source("evict"))
-        self.read_workflow: Script = client.register_script(script_source("read_workflow"))
+        self._client = client
+        self._loaded: dict[str, Script] = {}
+
+    def __getattr__(self, name: str) -> Script:
+        if name not in SCRIPT_NAMES:
+            raise AttributeError(f"no Lua command {name!r} (lua/{name}.lua is not in SCRIPT_NAMES)")
+        script = self._loaded.get(name)
+        if script is None:
+            script = self._client.register_script(script_source(name))
+            self._loaded[name] = script
+        return script

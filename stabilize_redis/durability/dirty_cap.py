@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.scripts import script_source
 from stabilize_redis.config import env_float, env_int
 from stabilize_redis.durability.redis_ops import evalsha, execute
 from stabilize_redis.periodic import PeriodicThread
@@ -85,7 +84,7 @@ def trim_dirty(backend: RedisBackend, settings: DirtyCapSettings | None = None) 
     s = settings or DirtyCapSettings()
     if live_checkpointers(backend, s.census_grace) > 0:
         return 0
-    script = backend.client.register_script(script_source("dirty_trim"))
+    script = backend.scripts.dirty_trim
     args = [int(s.max_age * 1000), s.max_size, max(1, s.batch)]
     pending = list(range(backend.keys.partitions))
     dropped = 0
@@ -145,7 +144,7 @@ class DirtyRepair:
         self.check_every = check_every
         self._walks: dict[int, _Walk] = {}
         self._checked = float("-inf")
-        self._script = backend.client.register_script(script_source("dirty_remark"))
+        self._script = backend.scripts.dirty_remark
 
     @property
     def walking(self) -> list[int]:

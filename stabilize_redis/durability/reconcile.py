@@ -46,7 +46,6 @@ from typing import Any
 from psycopg import Cursor, sql
 
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.scripts import script_source
 from stabilize_redis.durability.epochs import Life, Lives
 from stabilize_redis.durability.redis_ops import evalsha, execute
 from stabilize_redis.durability.restore import restore_snapshots
@@ -128,7 +127,7 @@ class Reconciler:
         self.events = sql.SQL("{}.workflow_events").format(schema)
         self.lost = sql.SQL("{}.workflow_events_lost").format(schema)
         self.reports = sql.SQL("{}.reconciliations").format(schema)
-        self._script = backend.client.register_script(script_source("reconcile_workflow"))
+        self._script = backend.scripts.reconcile_workflow
 
     def run(self, life: Life) -> ReconcileReport:
         """Reconcile ``life.partition`` into epoch ``life.epoch``. Raises on Postgres or Redis

@@ -41,10 +41,15 @@ from typing import Any
 from redis.commands.core import Script
 
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.scripts import script_source
 from stabilize_redis.config import env_float
 from stabilize_redis.durability.recovery_plan import describe, plan_from_hash
-from stabilize_redis.keys import STATUS_FIELD, WORKFLOW_VERSION_FIELD, PartitionKeys
+from stabilize_redis.keys import (
+    DEAD_REASON_FIELD,
+    ENTRY_PAYLOAD_BYTES,
+    STATUS_FIELD,
+    WORKFLOW_VERSION_FIELD,
+    PartitionKeys,
+)
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.periodic import PeriodicThread
 from stabilize_redis.queue.messages import new_message_id
@@ -113,9 +118,9 @@ class _Refs:
         while True:
             entries = self.client.xrange(key, start, "+", count=self.page)
             for _, fields in entries:
-                if fields.get(b"reason") == b"unknown_target":  # names nothing of its workflow
+                if fields.get(DEAD_REASON_FIELD.encode()) == b"unknown_target":  # names nothing of its workflow
                     continue
-                wid = _payload_workflow(fields.get(b"m"))
+                wid = _payload_workflow(fields.get(ENTRY_PAYLOAD_BYTES))
                 if wid:
                     found.add(wid)
             if len(entries) < self.page:
@@ -188,7 +193,7 @@ def find_stalled(backend: RedisBackend, older_than_s: float = DEFAULT_AGE_S, *, 
     did. ``guard_ttl_s`` (default: twice the age, at least 60 s) is how long a recovered version
     is protected from a second recovery."""
     client = backend.client
-    script: Script = client.register_script(script_source("recover_workflow"))
+    script: Script = backend.scripts.recover_workflow
     ttl_ms = int((guard_ttl_s if guard_ttl_s is not None else max(60.0, 2 * older_than_s)) * 1000)
     now_ms = _server_ms(client)
     report = StallReport()

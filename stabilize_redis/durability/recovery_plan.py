@@ -120,7 +120,8 @@ def recovery_messages(workflow: Workflow,
     out: list[Message] = []
     for stage in workflow.stages:
         if stage.status == _S.RUNNING:
-            out.extend(_running_stage(stage, kw))
+            rec = records.get(stage.id) if records is not None else None
+            out.extend(_running_stage(stage, kw, rec.attempt if rec is not None else None))
         elif stage.status == _S.NOT_STARTED:
             out.extend(_not_started_stage(stage, by_id, records, kw))
     top = [s for s in workflow.stages if s.parent_stage_id is None]
@@ -130,12 +131,13 @@ def recovery_messages(workflow: Workflow,
     return out
 
 
-def _running_stage(stage: StageExecution, kw: dict[str, Any]) -> list[Message]:
+def _running_stage(stage: StageExecution, kw: dict[str, Any], attempt: int | None) -> list[Message]:
     skw = {**kw, "stage_id": stage.id}
+    tkw = {**skw, "attempt_token": attempt}
     tasks = stage.tasks
     running = [t for t in tasks if t.status == _S.RUNNING]
     if running:
-        return [RunTask(task_id=t.id, task_type=t.implementing_class, **skw) for t in running]
+        return [RunTask(task_id=t.id, task_type=t.implementing_class, **tkw) for t in running]
     if any(t.status in _WAITING for t in tasks):
         return []
     if any(t.status.is_halt for t in tasks):
@@ -144,13 +146,13 @@ def _running_stage(stage: StageExecution, kw: dict[str, Any]) -> list[Message]:
     if index is None:
         return [CompleteStage(**skw)]
     if index == 0:
-        return [StartTask(task_id=tasks[0].id, **skw)]
+        return [StartTask(task_id=tasks[0].id, **tkw)]
     previous = tasks[index - 1]
     if previous.stage_end:
         return [CompleteStage(**skw)]
     if previous.status == _S.SKIPPED:
-        return [CompleteTask(task_id=previous.id, status=_S.SKIPPED, **skw)]  # type: ignore[arg-type]
-    return [StartTask(task_id=tasks[index].id, **skw)]
+        return [CompleteTask(task_id=previous.id, status=_S.SKIPPED, **tkw)]  # type: ignore[arg-type]
+    return [StartTask(task_id=tasks[index].id, **tkw)]
 
 
 def _upstreams(stage: StageExecution, by_id: Mapping[str, StageExecution],

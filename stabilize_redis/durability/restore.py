@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.commands.core import Script
 
-from stabilize_redis.backend.scripts import script_source
+from stabilize_redis.backend.scripts import Scripts
 from stabilize_redis.durability.marker import namespace_record
 from stabilize_redis.durability.recovery_plan import decode_workflow, recovery_messages
 from stabilize_redis.durability.redis_ops import evalsha, execute
@@ -136,7 +136,7 @@ def restore_namespace(client: Any, store: SnapshotStore, *, batch_size: int = 20
     keys = NamespaceKeys(store.namespace, partitions)
     report = RestoreReport(store.namespace, partitions)
     ensure_groups(client, keys)
-    script: Script = client.register_script(script_source("restore_workflow"))
+    script: Script = Scripts(client).restore_workflow
     for rows in _batches(store.non_terminal(), batch_size):
         planned: list[_Planned] = []
         for row in rows:
@@ -168,7 +168,7 @@ def restore_snapshots(client: Any, keys: NamespaceKeys, rows: Iterable[SnapshotR
         except (ValueError, KeyError, TypeError) as e:
             report.failed.append((row.id, str(e)))
     if planned:
-        _write(client, client.register_script(script_source("restore_workflow")), keys, planned, report)
+        _write(client, Scripts(client).restore_workflow, keys, planned, report)
     return report
 
 

@@ -7,12 +7,15 @@ from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.complete_stage import CompleteStageHandler
 from stabilize_redis.handlers.complete_task import CompleteTaskHandler
 from stabilize_redis.handlers.complete_workflow import CompleteWorkflowHandler
+from stabilize_redis.handlers.continue_parent_stage import ContinueParentStageHandler
 from stabilize_redis.handlers.control import (
     CancelStageHandler,
     CancelWorkflowHandler,
     PauseTaskHandler,
     ResumeStageHandler,
 )
+from stabilize_redis.handlers.jump_to_stage import JumpToStageHandler
+from stabilize_redis.handlers.restart_stage import RestartStageHandler
 from stabilize_redis.handlers.run_task import RunTaskHandler
 from stabilize_redis.handlers.skip_stage import SkipStageHandler
 from stabilize_redis.handlers.stabilize_handler import StabilizeHandler
@@ -23,7 +26,8 @@ from stabilize_redis.handlers.start_workflow import StartWorkflowHandler
 HANDLER_CLASSES: tuple[type[Handler], ...] = (
     StartWorkflowHandler, StartStageHandler, StartTaskHandler, RunTaskHandler, CompleteTaskHandler,
     CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
-    CancelStageHandler, PauseTaskHandler, ResumeStageHandler,
+    CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
+    ContinueParentStageHandler,
 )
 
 

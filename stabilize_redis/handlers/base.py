@@ -96,14 +96,20 @@ class Handler(ABC):
 
     message_type: ClassVar[type[Message]]
 
-    def __init__(self, ctx: HandlerContext) -> None:
+    def __init__(self, ctx: HandlerContext | Any, repository: Any = None, *_: Any, **__: Any) -> None:
+        """``Handler(ctx)``; or stabilize's ``Handler(queue, repository, ...)``: the queue's
+        backend, an empty task registry and the default EngineConfig (the other stabilize
+        arguments - retry delay, handler config - do not apply to the engine's handlers)."""
+        if not isinstance(ctx, HandlerContext):
+            ctx = HandlerContext(backend=ctx.backend, registry=TaskRegistry(), config=EngineConfig())
         self.ctx = ctx
         self.backend = ctx.backend
         self.config = ctx.config
 
     @abstractmethod
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
-        """Process one message; returns the commit outcome."""
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
+        """Process one message (``delivery``: the stream entry it came from, None when called
+        directly); returns the commit outcome."""
 
     def transact(
         self,

@@ -14,7 +14,7 @@ from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext, attach, known_stage, known_task, now_ms
 from stabilize_redis.handlers.complete_stage import finish_stage
 from stabilize_redis.handlers.flow import SETTLE_COUNTERS
-from stabilize_redis.handlers.start_task import begin_task
+from stabilize_redis.handlers.start_task import begin_task, stale
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import CompleteTask, Message
@@ -43,7 +43,7 @@ def finish_task(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRe
 class CompleteTaskHandler(Handler):
     message_type = CompleteTask
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, CompleteTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
@@ -54,7 +54,7 @@ class CompleteTaskHandler(Handler):
             rec = known_stage(snap, sid)
             attach(snap)
             task = known_task(snap, rec, tid)
-            if rec.stage.status != WorkflowStatus.RUNNING:
+            if rec.stage.status != WorkflowStatus.RUNNING or stale(message, rec):
                 return t
             if task.status == WorkflowStatus.SKIPPED and message.status == WorkflowStatus.SKIPPED:
                 # Finished by StartTask already; route onward only if that has not happened yet.

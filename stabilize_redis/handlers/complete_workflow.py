@@ -69,7 +69,7 @@ def _override_success(context: dict[str, Any], top: list[StageExecution]) -> boo
 class CompleteWorkflowHandler(Handler):
     message_type = CompleteWorkflow
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, CompleteWorkflow)
         wid = message.execution_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}

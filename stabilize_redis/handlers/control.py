@@ -23,6 +23,7 @@ from stabilize_redis.handlers.base import (
     stage_event_data,
 )
 from stabilize_redis.handlers.flow import settle_stage
+from stabilize_redis.handlers.start_task import stale
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import (
     CancelStage,
@@ -50,7 +51,7 @@ class CancelWorkflowHandler(Handler):
 
     message_type = CancelWorkflow
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, CancelWorkflow)
         wid = message.execution_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
@@ -89,7 +90,7 @@ class CancelStageHandler(Handler):
 
     message_type = CancelStage
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, CancelStage)
         wid, sid = message.execution_id, message.stage_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
@@ -126,7 +127,7 @@ class PauseTaskHandler(Handler):
 
     message_type = PauseTask
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, PauseTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
@@ -134,12 +135,12 @@ class PauseTaskHandler(Handler):
             t = Transition(wid)
             rec = known_stage(snap, sid)
             task = known_task(snap, rec, tid)
-            if task.status != WorkflowStatus.RUNNING:
+            if task.status != WorkflowStatus.RUNNING or stale(message, rec):
                 return t
             t.check_meta(snap.meta_version)
             if known_workflow(snap)["status"] != WorkflowStatus.PAUSED.name:
                 t.push(RunTask(execution_id=wid, execution_type=message.execution_type, stage_id=sid,
-                               task_id=tid, task_type=task.implementing_class))
+                               task_id=tid, task_type=task.implementing_class, attempt_token=rec.attempt))
                 return t
             task.status = WorkflowStatus.PAUSED
             rec.stage.status = WorkflowStatus.PAUSED
@@ -154,7 +155,7 @@ class ResumeStageHandler(Handler):
 
     message_type = ResumeStage
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, ResumeStage)
         wid, sid = message.execution_id, message.stage_id
 
@@ -174,7 +175,7 @@ class ResumeStageHandler(Handler):
             if task is not None:
                 task.status = WorkflowStatus.RUNNING
                 t.push(RunTask(execution_id=wid, execution_type=message.execution_type, stage_id=sid,
-                               task_id=task.id, task_type=task.implementing_class))
+                               task_id=task.id, task_type=task.implementing_class, attempt_token=rec.attempt))
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)

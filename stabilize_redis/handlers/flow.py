@@ -15,18 +15,19 @@ import time
 from typing import Any
 
 from stabilize_redis.backend.codec import StageRecord, meta_from_dict
-from stabilize_redis.backend.layout import meta_extras
+from stabilize_redis.backend.layout import meta_extras, phase_counter
 from stabilize_redis.backend.redis_backend import Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.handlers.start_stage import claim_ready_stage, report_expression_failure
 from stabilize_redis.keys import HALTED_COUNTER, SETTLED_COUNTER, join_counter
 from stabilize_redis.models.stage import SplitType
+from stabilize_redis.models.stage.phases import owner_of, phase_of
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteWorkflow, SkipStage, StartStage
+from stabilize_redis.queue.messages import CompleteWorkflow, ContinueParentStage, SkipStage, StartStage
 from stabilize_redis.tasks.registry import TaskRegistry
 
-__all__ = ["SETTLE_COUNTERS", "SPLIT_CONDITION_ERRORS", "activated_downstreams", "join_counter",
+__all__ = ["SETTLE_COUNTERS", "SPLIT_CONDITION_ERRORS", "activated_downstreams", "join_counter", "notify_parent",
            "release_after_completion", "settle_stage", "succeed_workflow"]
 
 SETTLE_COUNTERS = (SETTLED_COUNTER, HALTED_COUNTER)
@@ -76,6 +77,24 @@ def _live(snap: Snapshot) -> bool:
     return not snap.meta["canceled"] and not WorkflowStatus[snap.meta["status"]].is_complete
 
 
+def notify_parent(t: Transition, rec: StageRecord, kw: dict[str, Any], halted: bool = False,
+                  live: bool = True) -> None:
+    """Synthetic ``rec`` reached a final status in ``t``: a continuable one counts toward its
+    parent's phase counter (the commit finishing the phase's last child releases
+    ContinueParentStage for the parent); a halt sends ContinueParentStage at once (the parent
+    fails: its phase can no longer complete). Not ``live`` (a finished or canceled workflow):
+    only the count."""
+    parent = rec.stage.parent_stage_id
+    assert parent is not None
+    phase = phase_of(rec.stage)
+    message = ContinueParentStage(stage_id=parent, phase=owner_of(phase), **kw)
+    if halted:
+        if live:
+            t.push(message)
+    else:
+        t.count(phase_counter(parent, phase), message if live else None)
+
+
 def settle_stage(t: Transition, rec: StageRecord, kw: dict[str, Any], end_now: bool = False) -> None:
     """``rec``'s stage reached a final status in ``t``: if it is a top-level stage, count it
     settled (a halted one takes the downstreams that can no longer start with it); the commit
@@ -94,7 +113,8 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
                              registry: TaskRegistry | None = None) -> None:
     """A stage finished with a continuable status: count it toward each downstream's join (the
     commit whose count reaches the join's stored threshold releases that StartStage) and settle
-    it toward the workflow's completion. Downstreams an OR-split did not activate are skipped;
+    it toward the workflow's completion (a synthetic stage: toward its parent's phase,
+    ``notify_parent``). Downstreams an OR-split did not activate are skipped;
     each split condition that failed to evaluate (recorded by ``activated_downstreams``) is
     logged and gets an EXPRESSION_FAILED event. The decision depends on the workflow meta (its
     status), so the meta's version is in the read set.
@@ -129,6 +149,7 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
             continue
         t.count(name, StartStage(stage_id=did, **message_kw) if live else None)
     if rec.stage.parent_stage_id is not None:
+        notify_parent(t, rec, message_kw, live=live)
         return
     settled, limit = snap.counters.get(SETTLED_COUNTER), snap.thresholds.get(SETTLED_COUNTER)
     halted = snap.counters.get(HALTED_COUNTER)

@@ -35,6 +35,7 @@ from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler, UnknownTarget, attach, known_stage, known_task, now_ms
 from stabilize_redis.handlers.complete_task import finish_task
 from stabilize_redis.handlers.flow import SETTLE_COUNTERS
+from stabilize_redis.handlers.start_task import stale
 from stabilize_redis.handlers.task_execution import (
     Outcome,
     error_text,
@@ -47,20 +48,20 @@ from stabilize_redis.handlers.task_execution import (
 from stabilize_redis.handlers.task_lookup import find_task, resolve_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
-from stabilize_redis.queue.messages import Message, PauseTask, RunTask
+from stabilize_redis.queue.messages import JumpToStage, Message, PauseTask, RunTask
 from stabilize_redis.tasks.interface import SkippableTask, Task
 from stabilize_redis.tasks.result import TaskResult
 
 log = logging.getLogger("stabilize_redis.handlers")
 
-_FORWARD = {WorkflowStatus.SUCCEEDED, WorkflowStatus.REDIRECT, WorkflowStatus.SKIPPED,
+_FORWARD = {WorkflowStatus.SUCCEEDED, WorkflowStatus.SKIPPED,
             WorkflowStatus.FAILED_CONTINUE, WorkflowStatus.STOPPED}
 
 
 class RunTaskHandler(Handler):
     message_type = RunTask
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, RunTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
@@ -73,7 +74,7 @@ class RunTaskHandler(Handler):
             task = known_task(snap, rec, tid)
         except UnknownTarget as e:
             return self.unknown_target(message, delivery, e)
-        if task.status != WorkflowStatus.RUNNING:
+        if task.status != WorkflowStatus.RUNNING or stale(message, rec):
             return self.backend.commit(Transition(wid), message, delivery)
         wf = attach(snap)
         stage = rec.stage
@@ -157,7 +158,7 @@ class RunTaskHandler(Handler):
     @staticmethod
     def _kw(message: RunTask) -> dict[str, Any]:
         return {"execution_id": message.execution_id, "execution_type": message.execution_type,
-                "stage_id": message.stage_id, "task_id": message.task_id}
+                "stage_id": message.stage_id, "task_id": message.task_id, "attempt_token": message.attempt_token}
 
     def _paused(self, message: RunTask, delivery: Delivery | None, first_read: Snapshot) -> str:
         """The workflow is PAUSED: hand the task to PauseTask instead of running it. The choice
@@ -170,7 +171,8 @@ class RunTaskHandler(Handler):
             t = Transition(wid)
             rec = snap.stages.get(sid)
             task = find_task(rec.stage.tasks, tid) if rec is not None else None
-            if snap.meta is None or task is None or task.status != WorkflowStatus.RUNNING:
+            if snap.meta is None or rec is None or task is None or task.status != WorkflowStatus.RUNNING \
+                    or stale(message, rec):
                 return t
             t.check_meta(snap.meta_version)
             if snap.meta["status"] == WorkflowStatus.PAUSED.name:
@@ -203,8 +205,8 @@ class RunTaskHandler(Handler):
                 return t, ""
             attach(snap)
             task = find_task(rec.stage.tasks, tid)
-            if task is None or task.status != WorkflowStatus.RUNNING:
-                return t, ""
+            if task is None or task.status != WorkflowStatus.RUNNING or stale(message, rec):
+                return t, ""  # another run's task now (a reset landed while this one ran): discarded
             if current.result is not None:
                 self._apply_result(t, snap, rec, task, impl, current.result, message, cleaned)
             else:
@@ -241,6 +243,14 @@ class RunTaskHandler(Handler):
                           attempts=message.attempts, **kw)
             t.push(nxt, delay)
             return
+        if status == WorkflowStatus.REDIRECT:
+            if result.target_stage_ref_id:
+                self._redirect(t, rec, task, result, message)
+                return
+            stage.context["error"] = "REDIRECT result without target_stage_ref_id"
+            self._finish(t, snap, rec, task, stage.failure_status(default=WorkflowStatus.TERMINAL),
+                         WorkflowStatus.TERMINAL, message, cleaned)
+            return
         if status == WorkflowStatus.SUSPENDED:
             task.status = WorkflowStatus.SUSPENDED
             stage.status = WorkflowStatus.SUSPENDED
@@ -252,6 +262,21 @@ class RunTaskHandler(Handler):
         if status not in (WorkflowStatus.CANCELED, WorkflowStatus.TERMINAL):
             status = WorkflowStatus.TERMINAL
         self._finish(t, snap, rec, task, stage.failure_status(default=status), status, message, cleaned)
+
+    @staticmethod
+    def _redirect(t: Transition, rec: StageRecord, task: TaskExecution, result: TaskResult, message: RunTask) -> None:
+        """The task jumps: it ends REDIRECT and a JumpToStage of this run of the stage is sent
+        (its handler reads the region the jump resets: ``handlers.jump_to_stage``)."""
+        task.status = WorkflowStatus.REDIRECT
+        task.end_time = now_ms()
+        t.write_stage(rec)
+        assert result.target_stage_ref_id is not None
+        t.push(JumpToStage(execution_id=message.execution_id, execution_type=message.execution_type,
+                           stage_id=rec.id, target_stage_ref_id=result.target_stage_ref_id,
+                           jump_context=dict(result.context), jump_outputs=dict(result.outputs),
+                           attempt_token=rec.attempt))
+        t.event("task.redirected", "task", task.id, {"stage_id": rec.id, "name": task.name,
+                                                    "target_stage_ref_id": result.target_stage_ref_id})
 
     def _finish(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
                 status: WorkflowStatus, original: WorkflowStatus | None, message: RunTask,

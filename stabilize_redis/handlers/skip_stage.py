@@ -15,7 +15,7 @@ from stabilize_redis.queue.messages import Message, SkipStage
 class SkipStageHandler(Handler):
     message_type = SkipStage
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, SkipStage)
         wid, sid = message.execution_id, message.stage_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}

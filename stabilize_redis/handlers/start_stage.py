@@ -7,6 +7,12 @@ upstreams read here, and their versions are part of the read set, as is the work
 then left alone). The stage's first task is started in the same commit (no separate StartTask
 message). A stage whose join can no longer be met needs nothing here: the commit that halted
 its upstream already counted it settled.
+
+A stage with synthetic children, or of a type whose stage definition builder is registered in
+this process, starts through its phases instead: it is claimed (RUNNING, context over its
+ancestors' outputs) and ContinueParentStage(STAGE_BEFORE) plans it and runs its before-stages
+first (``handlers.continue_parent_stage``). A synthetic stage with no sibling upstream is started
+by its parent's phase, never by a StartStage of its own (one is ignored).
 """
 
 from __future__ import annotations
@@ -17,14 +23,23 @@ from typing import Any
 from stabilize_redis.backend.codec import StageRecord
 from stabilize_redis.backend.redis_backend import Delivery, Snapshot
 from stabilize_redis.backend.transition import Transition
-from stabilize_redis.dag.lineage import context_with_ancestors, extend_lineage, materialize, union_lineages
+from stabilize_redis.dag.lineage import (
+    Lineage,
+    context_with_ancestors,
+    extend_lineage,
+    materialize,
+    union_lineages,
+)
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
+from stabilize_redis.decisions.reset import strip_inherited
 from stabilize_redis.expressions import check_stage_enabled
 from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
 from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.keys import stage_field
+from stabilize_redis.models.stage import SyntheticStageOwner
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteStage, Message, SkipStage, StartStage
+from stabilize_redis.queue.messages import CompleteStage, ContinueParentStage, Message, SkipStage, StartStage
+from stabilize_redis.stages.builder import planner_for
 from stabilize_redis.tasks.registry import TaskRegistry
 
 log = logging.getLogger("stabilize_redis.handlers")
@@ -48,16 +63,30 @@ def report_expression_failure(t: Transition, rec: StageRecord, expression: str, 
             stage_event_data(rec, expression=expression, error=error, **data))
 
 
+def starts_by_phases(rec: StageRecord, registry: TaskRegistry | None) -> bool:
+    """Whether ``rec``'s stage starts through ContinueParentStage: it has synthetic children,
+    its type has a builder registered here, or (``registry`` None: decided at submit, where the
+    worker's builders may be unknown) it was given no tasks, so the worker's builder may supply
+    them."""
+    if rec.children or planner_for(rec.stage.type) is not None:
+        return True
+    return registry is None and not rec.stage.tasks
+
+
 def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRecord, ups: list[StageRecord],
-                      kw: dict[str, Any]) -> None:
+                      kw: dict[str, Any], inherited: Lineage | None = None) -> None:
     """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
     skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,
     its context over its ancestors' outputs, and its first task started - all into ``t``.
     A ``stageEnabled`` expression that fails to evaluate counts as enabled; its error goes to
     the context (STAGE_ENABLED_ERROR), the log and an EXPRESSION_FAILED event.
-    Used by StartStage and by the commit that completes a stage's only upstream."""
+    Used by StartStage and by the commit that completes a stage's only upstream.
+    ``inherited``: the lineage a synthetic stage with no sibling upstream takes from its parent
+    (``continue_parent_stage.parent_lineage``). A stage that ``starts_by_phases`` gets a
+    ContinueParentStage(STAGE_BEFORE) instead of its first task."""
     stage = rec.stage
-    lineage = union_lineages(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups)
+    lineage = union_lineages([*(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups),
+                              *([inherited] if inherited else [])])
     ancestors = materialize(lineage)
     scope = {**ancestors, **stage.context}
     enabled, error = check_stage_enabled(stage.context.get("stageEnabled", True), scope)
@@ -73,11 +102,15 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
         return
     stage.status = WorkflowStatus.RUNNING
     stage.start_time = now_ms()
+    strip_inherited(rec)
+    rec.shadowed = {k: v for k, v in stage.context.items() if k in ancestors}
     stage.context = context_with_ancestors(stage.context, ancestors)
     rec.anc = lineage
     t.event("stage.started", "stage", rec.id, stage_event_data(rec))
     first = stage.first_task()
-    if first is not None:
+    if starts_by_phases(rec, registry):
+        t.push(ContinueParentStage(stage_id=rec.id, phase=SyntheticStageOwner.STAGE_BEFORE, **kw))
+    elif first is not None:
         first.stage_start = True
         stage.tasks[-1].stage_end = True
         begin_task(registry, t, rec, first, kw)
@@ -89,7 +122,7 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
 class StartStageHandler(Handler):
     message_type = StartStage
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, StartStage)
         wid, sid = message.execution_id, message.stage_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
@@ -102,6 +135,8 @@ class StartStageHandler(Handler):
             t.check_meta(snap.meta_version)
             if wf.status.is_complete or wf.is_canceled or stage.status != WorkflowStatus.NOT_STARTED:
                 return t
+            if stage.parent_stage_id is not None and not rec.up:
+                return t  # started by its parent's phase (ContinueParentStage)
             ups = [snap.stages[u] for u in rec.up if u in snap.stages]
             for up in ups:
                 t.check(stage_field(up.id), up.version)

@@ -11,9 +11,15 @@ from stabilize_redis.handlers.base import Handler, attach, known_stage, known_ta
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
-from stabilize_redis.queue.messages import CompleteTask, Message, RunTask, StartTask
+from stabilize_redis.queue.messages import CompleteTask, JumpToStage, Message, RunTask, StartTask, TaskLevel
 from stabilize_redis.tasks.interface import SkippableTask
 from stabilize_redis.tasks.registry import TaskRegistry
+
+
+def stale(message: TaskLevel | JumpToStage, rec: StageRecord) -> bool:
+    """``message`` belongs to an earlier run of ``rec``'s stage (its ``attempt_token`` is not the
+    stage's run): a reset (jump, restart) came after it was sent, so it is discarded."""
+    return message.attempt_token is not None and message.attempt_token != rec.attempt
 
 
 def begin_task(registry: TaskRegistry | None, t: Transition, rec: StageRecord, task: TaskExecution,
@@ -22,7 +28,7 @@ def begin_task(registry: TaskRegistry | None, t: Transition, rec: StageRecord, t
     for a disabled SkippableTask. Used by StartTask and, for a stage's first task, by StartStage
     (which saves a message per stage). Without a registry (at submit) the SkippableTask check
     is left to RunTask."""
-    tkw = {**kw, "stage_id": rec.id, "task_id": task.id}
+    tkw = {**kw, "stage_id": rec.id, "task_id": task.id, "attempt_token": rec.attempt}
     impl = resolve_task(registry, task) if registry is not None else None
     if isinstance(impl, SkippableTask) and not impl.is_enabled(rec.stage):
         task.status = WorkflowStatus.SKIPPED
@@ -41,7 +47,7 @@ def begin_task(registry: TaskRegistry | None, t: Transition, rec: StageRecord, t
 class StartTaskHandler(Handler):
     message_type = StartTask
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, StartTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
@@ -51,7 +57,8 @@ class StartTaskHandler(Handler):
             rec = known_stage(snap, sid)
             attach(snap)
             task = known_task(snap, rec, tid)
-            if task.status != WorkflowStatus.NOT_STARTED:
+            if task.status != WorkflowStatus.NOT_STARTED or rec.stage.status != WorkflowStatus.RUNNING \
+                    or stale(message, rec):
                 return t
             begin_task(self.ctx.registry, t, rec, task, kw)
             return t

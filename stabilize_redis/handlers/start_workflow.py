@@ -15,7 +15,7 @@ from stabilize_redis.queue.messages import CancelWorkflow, Message, StartStage, 
 class StartWorkflowHandler(Handler):
     message_type = StartWorkflow
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, StartWorkflow)
         wid = message.execution_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}

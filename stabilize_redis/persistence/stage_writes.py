@@ -19,6 +19,12 @@ racing an engine transition or another writer is refused (CONFLICT) instead of l
   workflow waits for it. In a RUNNING workflow a top-level stage whose join is already met (or
   that has no upstream) gets its StartStage in the same commit; one whose join can no longer
   be met is settled as halted.
+* **plan_children** (the engine, when a stage definition builder plans synthetic stages at run
+  time) adds a parent's new children in the commit that plans them, at the same cost: their
+  records, their sibling edges, the parent's record (its children) and phase counters, the
+  stage-id list; nothing top-level changes, so neither the meta nor the settled count does.
+  ``add_stage`` of a synthetic stage raises its parent's phase threshold and sends the parent a
+  ContinueParentStage, so a child added to a phase that is running is started by its parent.
 * **remove_stage** removes a stage and its synthetic descendants, detaches them from their
   neighbours (a downstream loses the requisite, and its join gate and counters are recounted:
   it is started when the remaining upstreams already satisfy it), takes removed top-level
@@ -43,11 +49,11 @@ from stabilize_redis.backend.codec import (
     task_to_dict,
     unpack,
 )
-from stabilize_redis.backend.layout import dead_gate, join_gate, meta_extras
+from stabilize_redis.backend.layout import dead_gate, join_gate, meta_extras, phase_counter, phase_counts
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.backend.transition import CounterOp, Transition
+from stabilize_redis.dag.topological import topological_sort
 from stabilize_redis.errors import ConcurrencyError
-from stabilize_redis.handlers.base import stage_event_data
 from stabilize_redis.keys import (
     META_FIELD,
     SETTLED_COUNTER,
@@ -56,15 +62,18 @@ from stabilize_redis.keys import (
     dead_counter,
     downstreams_field,
     join_counter,
+    ref_field,
     stage_field,
     threshold_field,
     upstreams_field,
     version_field,
 )
 from stabilize_redis.models.stage import StageExecution
+from stabilize_redis.models.stage.phases import owner_of, phase_of
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
-from stabilize_redis.queue.messages import CompleteWorkflow, StartStage
+from stabilize_redis.queue.messages import CompleteWorkflow, ContinueParentStage, StartStage
+from stabilize_redis.support import check_stage
 from stabilize_redis.validation import WorkflowValidationError, validate_storable
 
 ADDED_COUNTER = "added"
@@ -76,6 +85,14 @@ follow existing stages (nothing stored can require a stage that did not exist)."
 _MUTABLE = ("status", "context", "outputs", "tasks", "start", "end")
 """Stage-record keys ``store_stage`` writes (stabilize's UPDATE columns, plus the tasks)."""
 
+
+
+def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
+    """The data of a stage event (the same shape as the handlers' ``stage_event_data``)."""
+    s = rec.stage
+    return {"ref_id": s.ref_id, "type": s.type, "name": s.name, "start_time": s.start_time,
+            "is_synthetic": s.parent_stage_id is not None, "parent_stage_id": s.parent_stage_id,
+            "task_count": len(s.tasks), **extra}
 
 
 def workflow_of(stage: StageExecution) -> Workflow:
@@ -288,7 +305,7 @@ def plan_add(t: Transition, graph: GraphRead, stage: StageExecution, ups: list[S
     check = Workflow(id=t.workflow_id, application=graph.meta["application"], name=graph.meta["name"],
                      stages=[])
     form = _copy_stage(stage, f"stage {stage.ref_id!r}")
-    form.update(up=[], down=[], children=[], rank=ADDED_RANK_BASE + graph.added, anc={}, gates={})
+    form.update(up=[], down=[], children=[], rank=ADDED_RANK_BASE + graph.added, anc={})
     rec = stage_from_dict(form, 0)
     check.stages = [rec.stage]
     validate_storable(check)
@@ -298,15 +315,21 @@ def plan_add(t: Transition, graph: GraphRead, stage: StageExecution, ups: list[S
     t.write_stage(rec)
     if rec.up:
         t.writes[upstreams_field(rec.id)] = _join_list(rec.up)
-    gate = join_gate(rec.stage, len(ups))
     for up in ups:
         up.down.append(rec.id)
-        up.gates[rec.id] = gate
         t.write_stage(up)
         t.writes[downstreams_field(up.id)] = _join_list(up.down)
     if parent is not None:
         parent.children.append(rec.id)
         t.write_stage(parent)
+        phase = phase_of(rec.stage)
+        # The phase's threshold grows by one (an increment, so nothing else needs reading); the
+        # parent starts the child if that phase is running.
+        t.counters.append(CounterOp(threshold_field(phase_counter(parent.id, phase)), "", 1, None))
+        if graph.live:
+            t.push(ContinueParentStage(stage_id=parent.id, phase=owner_of(phase), **graph.kw(t.workflow_id)))
+    else:
+        t.writes[ref_field(rec.stage.ref_id)] = rec.id.encode()
     graph.ids.append(rec.id)
     extras = meta_extras(graph.meta)
     if stage.parent_stage_id is None:
@@ -318,6 +341,66 @@ def plan_add(t: Transition, graph: GraphRead, stage: StageExecution, ups: list[S
     recount_join(t, graph, rec, ups)
     t.event("stage.added", "stage", rec.id, stage_event_data(rec))
     return Versions(1)
+
+
+def plan_children(t: Transition, graph: GraphRead, parent: StageRecord, siblings: list[StageRecord],
+                  stages: list[StageExecution]) -> list[StageRecord]:
+    """Add ``stages`` (new synthetic children of ``parent``, built by its stage definition
+    builder) to ``t`` and return their records: each record, its sibling edges (requisite ref
+    ids among ``siblings``, the parent's children read, and the new stages) with join counters
+    counted from those siblings' statuses, ``parent.children`` (``parent`` is written), every
+    phase counter of the parent recounted, and the stage-id list (guarded by the version read).
+    The caller holds ``siblings`` in its read set. Raises WorkflowValidationError or
+    NotExecutedError (a ValueError) for a stage that cannot be stored or executed, a duplicate
+    or unknown ref id, or a cycle."""
+    by_ref = {r.stage.ref_id: r for r in siblings}
+    added: list[StageRecord] = []
+    for stage in stages:
+        where = f"stage {stage.ref_id!r}"
+        stage.parent_stage_id = parent.id
+        check_stage(stage)
+        if stage.ref_id in by_ref:
+            raise WorkflowValidationError(f"{where}: ref_id: duplicate_ref: stage {parent.stage.ref_id!r} "
+                                          f"already has a synthetic stage with ref_id {stage.ref_id!r}")
+        form = _copy_stage(stage, where)
+        form.update(up=[], down=[], children=[], rank=ADDED_RANK_BASE + graph.added, anc={})
+        rec = stage_from_dict(form, 0)
+        validate_storable(Workflow(id=t.workflow_id, application=graph.meta["application"],
+                                   name=graph.meta["name"], stages=[rec.stage]))
+        graph.added += 1
+        by_ref[stage.ref_id] = rec
+        added.append(rec)
+    if not added:
+        return added
+    topological_sort([r.stage for r in by_ref.values()])  # unknown refs, self edges, cycles
+    changed: dict[str, StageRecord] = {}
+    for rec in added:
+        for ref in sorted(rec.stage.requisite_stage_ref_ids):
+            up = by_ref[ref]
+            rec.up.append(up.id)
+            up.down.append(rec.id)
+            changed[up.id] = up
+            t.writes[downstreams_field(up.id)] = _join_list(up.down)
+        if rec.up:
+            t.writes[upstreams_field(rec.id)] = _join_list(rec.up)
+    t.count(ADDED_COUNTER, incr=len(added))
+    for rec in added:
+        changed[rec.id] = rec
+        if rec.up:
+            ups = [by_ref[r] for r in rec.stage.requisite_stage_ref_ids]
+            t.reset_counter(join_counter(rec.id), sum(1 for u in ups if _finished_ok(u)),
+                            threshold=join_gate(rec.stage, len(ups)))
+        t.event("stage.added", "stage", rec.id, stage_event_data(rec))
+    for rec in changed.values():
+        t.write_stage(rec)
+    parent.children += [r.id for r in added]
+    t.write_stage(parent)
+    for phase, (done, total) in phase_counts(list(by_ref.values())).items():
+        t.reset_counter(phase_counter(parent.id, phase), done, threshold=total)
+    graph.ids += [r.id for r in added]
+    t.check(STAGE_IDS_FIELD, graph.ids_version)
+    t.writes[STAGE_IDS_FIELD] = pack(graph.ids)
+    return added
 
 
 def write_graph(t: Transition, graph: GraphRead, meta_version: int, ids_version: int,
@@ -371,6 +454,8 @@ def plan_remove(t: Transition, graph: GraphRead, removal: Removal, stage_id: str
     for rec in gone.values():
         t.check(stage_field(rec.id), rec.version)
         t.deletes += [stage_field(rec.id), upstreams_field(rec.id), downstreams_field(rec.id)]
+        if rec.stage.parent_stage_id is None:
+            t.deletes.append(ref_field(rec.stage.ref_id))
         for name in (join_counter(rec.id), dead_counter(rec.id)):
             t.deletes += [counter_field(name), threshold_field(name)]
         if rec.stage.parent_stage_id is None:
@@ -383,8 +468,6 @@ def plan_remove(t: Transition, graph: GraphRead, removal: Removal, stage_id: str
         lost_down = [d for d in rec.down if d in gone]
         if lost_down:
             rec.down = [d for d in rec.down if d not in gone]
-            for d in lost_down:
-                rec.gates.pop(d, None)
             _write_list(t, downstreams_field(rec.id), rec.down)
             changed[rec.id] = rec
         if set(rec.children) & set(gone):
@@ -400,11 +483,6 @@ def plan_remove(t: Transition, graph: GraphRead, removal: Removal, stage_id: str
             freed.append(rec)
     for rec in freed:
         ups = [removal.records[u] for u in rec.up if u in removal.records]
-        gate = join_gate(rec.stage, len(ups))
-        for up in ups:
-            if up.gates.get(rec.id) != gate:
-                up.gates[rec.id] = gate
-                changed[up.id] = up
         recount_join(t, graph, rec, ups)
     for rec in changed.values():
         t.write_stage(rec)
@@ -431,5 +509,5 @@ def _write_list(t: Transition, name: str, ids: list[str]) -> None:
 
 
 __all__ = ["ADDED_COUNTER", "GraphRead", "Versions", "detached_copy",
-           "plan_add", "plan_remove", "read_graph", "read_removal", "resolve_family", "updated_record", "workflow_of",
+           "plan_add", "plan_children", "plan_remove", "read_graph", "read_removal", "resolve_family", "updated_record", "workflow_of",
            "write_graph"]

@@ -36,7 +36,6 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
-from stabilize_redis.backend.scripts import script_source
 from stabilize_redis.keys import CONSUMER_GROUP
 from stabilize_redis.outage import Backoff, OutageLog, describe, redis_unavailable
 from stabilize_redis.queue.dispatch import Dispatcher
@@ -123,7 +122,7 @@ class Consumer:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stz-handler")
         self._reader: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
-        self._delete_consumers = backend.client.register_script(script_source("delete_consumers"))
+        self._delete_consumers = backend.scripts.delete_consumers
         self.outages = {what: OutageLog(log, what) for what in (
             "read", "promote delayed messages", "heartbeat", "reclaim", "consumer cleanup", "message handling")}
         self._promotion = _Promotion(backend, self.outages["promote delayed messages"])

@@ -92,9 +92,16 @@ class StageLevel(WorkflowLevel):
     retry_count: int = 0
 
 
+# ``attempt_token`` (task messages, JumpToStage): the run of the stage the message belongs to
+# (``StageRecord.attempt``, raised by every reset of the stage: a jump or a restart). The engine
+# sets it on the messages it sends; a handler discards one whose token is not the stage's current
+# run (a stale attempt from before the reset). None - a message pushed by hand - is not checked.
+
+
 @dataclass
 class TaskLevel(StageLevel):
     task_id: str = ""
+    attempt_token: int | None = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -159,6 +166,7 @@ class JumpToStage(StageLevel):
     target_stage_ref_id: str = ""
     jump_context: dict[str, Any] = field(default_factory=dict)
     jump_outputs: dict[str, Any] = field(default_factory=dict)
+    attempt_token: int | None = field(default=None, kw_only=True)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.config import EngineConfig
-from stabilize_redis.keys import CONSUMER_GROUP, PartitionKeys
+from stabilize_redis.keys import CONSUMER_GROUP, ENTRY_ID_BYTES, ENTRY_PAYLOAD_BYTES, PartitionKeys
 from stabilize_redis.persistence.transaction import seconds
 from stabilize_redis.queue.consumer import consumer_name
 from stabilize_redis.queue.messages import Message, MessageDecodeError, decode_message
@@ -109,7 +109,7 @@ class RedisQueue:
         while True:
             entries = client.xrange(part.ready, start, "+", count=_PAGE)
             for _, fields in entries:
-                yield fields.get(b"m") or b""
+                yield fields.get(ENTRY_PAYLOAD_BYTES) or b""
             if len(entries) < _PAGE:
                 break
             start = "(" + entries[-1][0].decode()
@@ -157,8 +157,8 @@ class RedisQueue:
             for entry_id, fields in reply[1]:
                 if fields is None:
                     continue
-                delivery = Delivery(part.index, entry_id.decode(), (fields.get(b"id") or b"").decode(),
-                                    fields.get(b"m") or b"", 2)
+                delivery = Delivery(part.index, entry_id.decode(), (fields.get(ENTRY_ID_BYTES) or b"").decode(),
+                                    fields.get(ENTRY_PAYLOAD_BYTES) or b"", 2)
                 message = self._take(delivery)
                 if message is not None:
                     return message

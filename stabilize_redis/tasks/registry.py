@@ -33,7 +33,9 @@ class TaskNotFoundError(_EngineTaskNotFoundError):
 
 
 class TaskRegistry:
-    """Name -> task implementation map, with aliases and verifiers.
+    """Name -> task implementation map, with aliases and verifiers. The built-in loop tasks
+    (``tasks.loop_tasks.BUILTIN_TASKS``) resolve in every registry without registration; a
+    task registered under one of their names takes precedence (they are not listed).
 
     An implementation may be a Task subclass (instantiated anew on every :meth:`get`, so
     per-task state must live in class attributes), a Task instance (returned as is) or a
@@ -110,6 +112,8 @@ class TaskRegistry:
             resolved = self._resolve(name)
             impl = self._tasks.get(resolved)
         if impl is None:
+            impl = _builtin(resolved)
+        if impl is None:
             raise TaskNotFoundError(name)
         if isinstance(impl, Task):
             return impl
@@ -133,7 +137,7 @@ class TaskRegistry:
     def has(self, name: str) -> bool:
         """True if ``name`` or an alias of it is registered."""
         with self._lock:
-            return self._resolve(name) in self._tasks
+            return self._resolve(name) in self._tasks or _builtin(name) is not None
 
     def list_tasks(self) -> list[str]:
         """Registered names (not aliases), in registration order."""
@@ -181,6 +185,14 @@ class TaskRegistry:
         """Registered verifier names."""
         with self._lock:
             return list(self._verifiers)
+
+
+def _builtin(name: str) -> type[Task] | None:
+    """The built-in task every registry resolves under ``name`` when nothing is registered
+    under it (the loop tasks of ``stages.loop_builder``: ``tasks.loop_tasks.BUILTIN_TASKS``)."""
+    from stabilize_redis.tasks.loop_tasks import BUILTIN_TASKS
+
+    return BUILTIN_TASKS.get(name)
 
 
 _default_registry: TaskRegistry | None = None

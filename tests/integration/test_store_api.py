@@ -194,7 +194,7 @@ def test_adding_a_stage_writes_only_it_and_its_neighbours(target: Target) -> Non
     changed = {k.decode() for k in after if versions_before.get(k) != after[k]}
     s60 = wf.stages[60].id
     assert changed == {f"v:s:{extra.id}", f"v:u:{extra.id}", f"v:s:{s60}", f"v:d:{s60}", "v:stages", "v:meta",
-                       "v:st"}
+                       "v:st", "v:r:extra"}  # r:extra: the ref index a jump finds the stage by
     assert len(requested) <= 3, requested
     stored = eng.store.retrieve(wf.id)
     assert stored.stages[-1].ref_id == "extra" and extra.version == 1

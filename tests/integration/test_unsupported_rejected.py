@@ -27,7 +27,6 @@ from stabilize_redis import (
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.handlers.base import Handler
-from stabilize_redis.models.stage import SyntheticStageOwner
 from stabilize_redis.queue.messages import MESSAGE_TYPES, Message, SignalStage
 from stabilize_redis.support import DIRECTIVES, MESSAGE_TYPE_ENTRIES
 from tests.integration.support import Engine, make_engine, make_stage, make_workflow, stage_named
@@ -65,19 +64,6 @@ def test_each_setting_not_executed_yet_is_refused_by_every_entry_point_naming_st
         message = str(info.value)
         assert message.startswith(refused.where) and refused.entry.needs.refusal in message, (entry, message)
         assert_nothing_written(eng, wf)
-
-
-def test_a_synthetic_stage_built_by_create_synthetic_is_refused_not_silently_skipped(target: Target) -> None:
-    eng = make_engine(target)
-    wf = make_workflow(make_stage("deploy", "ok"))
-    before = StageExecution.create_synthetic("check", "pre-flight", stage_named(wf, "deploy"),
-                                             SyntheticStageOwner.STAGE_BEFORE)
-    wf.add_stage(before)
-
-    with pytest.raises(WorkflowValidationError, match=rf"^stage {before.ref_id!r}: parent_stage_id: synthetic"):
-        eng.client.submit(wf)
-
-    assert_nothing_written(eng, wf)
 
 
 # -- task results ------------------------------------------------------------------------------
@@ -133,19 +119,6 @@ def test_a_result_the_engine_cannot_honour_fails_the_task_terminal_naming_the_di
     assert after.seen == [] and stage_named(result, "after").status == WorkflowStatus.NOT_STARTED
     assert eng.queue.size() == 0 and eng.queue.dlq_size() == 0
 
-
-def test_a_jump_fails_its_task_even_when_the_target_exists(target: Target) -> None:
-    eng = make_engine(target)
-    eng.registry.register("review", Returns(TaskResult.jump_to("implement", context={"why": "tests failed"})))
-    eng.registry.register("ok", Records())
-    wf = make_workflow(make_stage("implement", "ok"), make_stage("review", "review", requires={"implement"}))
-
-    result = eng.run(wf)
-
-    assert result.status == WorkflowStatus.TERMINAL
-    error = stage_named(result, "review").context["exception"]["details"]["error"]
-    assert "TaskResult.jump_to('implement')" in error and "jumps between stages" in error
-    assert stage_named(result, "implement").status == WorkflowStatus.SUCCEEDED, "nothing was reset"
 
 
 # -- messages ----------------------------------------------------------------------------------

@@ -191,7 +191,8 @@ def test_started_stage_whose_next_task_never_began_gets_start_task() -> None:
     wf.status = S.RUNNING
     st["a"].status = S.RUNNING
     assert _wire(recovery_messages(wf, records)) == _wire([
-        StartTask(execution_id=wf.id, execution_type="PIPELINE", stage_id=st["a"].id, task_id=st["a"].tasks[0].id)])
+        StartTask(execution_id=wf.id, execution_type="PIPELINE", stage_id=st["a"].id, task_id=st["a"].tasks[0].id,
+                  attempt_token=0)])
     st["a"].tasks[0].status = S.SUCCEEDED
     assert _shape(recovery_messages(wf, records)) == [f"StartTask({st['a'].tasks[1].id})"]
 

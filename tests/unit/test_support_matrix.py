@@ -279,8 +279,8 @@ def test_a_message_field_value_the_engine_does_not_honour_is_refused_naming_it(f
 def test_a_task_result_is_refused_exactly_when_its_directive_is(key: str) -> None:
     entry = DIRECTIVES[key]
     if not entry.refused:
-        status = WorkflowStatus[key]
-        assert result_refusal(TaskResult(status)) is None
+        result = TaskResult.jump_to("elsewhere") if key == JUMP_TO else TaskResult(WorkflowStatus[key])
+        assert result_refusal(result) is None
         return
     assert entry.needs is not None
     refusal = result_refusal(entry.example)
@@ -290,10 +290,10 @@ def test_a_task_result_is_refused_exactly_when_its_directive_is(key: str) -> Non
     assert refusal.startswith(shown), refusal
 
 
-def test_vet_outcome_fails_a_jump_naming_the_directive_and_the_task() -> None:
-    vetted = vet_outcome(Outcome(result=TaskResult.jump_to("implement")), "stage 'review': task 'route'")
+def test_vet_outcome_fails_a_suspend_naming_the_directive_and_the_task() -> None:
+    vetted = vet_outcome(Outcome(result=TaskResult.suspend()), "stage 'review': task 'route'")
     assert vetted.result is None and isinstance(vetted.error, NotExecutedError) and not vetted.transient
-    assert str(vetted.error).startswith("stage 'review': task 'route' result: TaskResult.jump_to('implement'): ")
+    assert str(vetted.error).startswith("stage 'review': task 'route' result: TaskResult.suspend(): ")
 
 
 # -- values stabilize writes with json default=str -----------------------------------------------

@@ -375,17 +375,25 @@ class StageExecution:
         parent: StageExecution,
         owner: SyntheticStageOwner,
         context: dict[str, Any] | None = None,
+        tasks: list[TaskExecution] | None = None,
+        ref_id: str | None = None,
+        requisite_stage_ref_ids: set[str] | None = None,
     ) -> StageExecution:
-        """Create a synthetic child of ``parent`` with a fresh ULID ref_id.
+        """Create a synthetic child of ``parent`` (run before its tasks for STAGE_BEFORE, after
+        them for STAGE_AFTER) with ``tasks``, and a fresh ULID ref_id unless ``ref_id`` is given;
+        ``requisite_stage_ref_ids`` name sibling synthetic stages of the same parent.
 
         The child shares the parent's workflow link (weakref) when the parent has one; it is
-        *not* added to ``workflow.stages`` -- call ``Workflow.add_stage`` for that.
+        *not* added to ``workflow.stages`` -- call ``Workflow.add_stage`` for that (or add it
+        to a StageGraphBuilder in a stage definition builder, or ``store.add_stage`` it).
         """
         stage = cls(
             type=type,
             name=name,
-            ref_id=new_id(),
+            ref_id=ref_id or new_id(),
             context=context if context is not None else {},
+            tasks=list(tasks or []),
+            requisite_stage_ref_ids=set(requisite_stage_ref_ids or ()),
             parent_stage_id=parent.id,
             synthetic_stage_owner=owner,
         )

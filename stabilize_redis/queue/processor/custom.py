@@ -26,7 +26,7 @@ class StabilizeHandlerAdapter(Handler):
         super().__init__(ctx)
         self.inner = inner
 
-    def handle(self, message: Message, delivery: Delivery | None) -> str:
+    def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         if not (message.message_id and
                 self.backend.read(message.workflow_id, processed_id=message.message_id).processed):
             self.inner.handle(message)

@@ -1,0 +1,1 @@
+"""Pure decisions: what a transition does, from what was read; no Redis, no user code."""
