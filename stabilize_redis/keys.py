@@ -252,6 +252,9 @@ is the number of top-level stages, and reaching it releases CompleteWorkflow."""
 HALTED_COUNTER = "halted"
 """Counter name: top-level stages settled by a halt (TERMINAL, STOPPED, CANCELED) or by being
 unable to run."""
+SETTLE_COUNTERS = (SETTLED_COUNTER, HALTED_COUNTER)
+"""Counters a handler that may finish a top-level stage reads (with the settled threshold), so
+the last one can complete the workflow in its own commit."""
 COMPLETION_FIELD = "cw"
 """Plain flag: set (HSETNX) by the commit that released the workflow's CompleteWorkflow, so it
 is released once; a reset deletes it."""

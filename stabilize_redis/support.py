@@ -76,7 +76,9 @@ DEFERRED_CHOICE = Feature("deferred choice", f"deferred choice (deferred_choice_
 MILESTONES = Feature("milestones", f"milestones (milestone_ref_id/milestone_status; WCP-18) are {_YET}")
 CANCEL_REGIONS = Feature("cancel regions", f"cancel regions (cancel_region, CancelRegion; WCP-25) are {_YET}")
 MULTI_INSTANCE = Feature("multi-instance", f"multi-instance stages (mi_config, AddMultiInstance; WCP-12..15) are {_YET}")
-MULTI_MERGE = Feature("multi-merge", f"JoinType.MULTI_MERGE (WCP-8: one run per upstream completion) is {_YET}")
+MULTI_MERGE = Feature("multi-merge", f"JoinType.MULTI_MERGE (WCP-8: one run per upstream completion) is {_YET}",
+                      executed=True, tests=("tests/integration/test_multi_merge.py::"
+                                            "test_a_multi_merge_runs_once_per_upstream_each_over_that_upstreams_outputs",))
 REDUCERS = Feature("output reducers", f"output reducers (output_reducers, context['_output_reducers']) are {_YET}")
 CONCURRENCY = Feature("concurrency limits", "workflow concurrency limits (is_limit_concurrent, "
                       f"max_concurrent_executions, keep_waiting_pipelines, StartWaitingWorkflows) are {_YET}")

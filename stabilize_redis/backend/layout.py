@@ -121,7 +121,7 @@ def join_gate(stage: StageExecution, upstream_count: int) -> int:
     """Number of upstream completions that release a stage's start."""
     if upstream_count == 0:
         return 0
-    if stage.join_type == JoinType.DISCRIMINATOR:
+    if stage.join_type in (JoinType.DISCRIMINATOR, JoinType.MULTI_MERGE):
         return 1
     if stage.join_type == JoinType.N_OF_M and stage.join_threshold > 0:
         return min(stage.join_threshold, upstream_count)

@@ -32,7 +32,7 @@ from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, StartStage
 
 JOIN_TRACKING_KEYS = ("_join_fired", "_completed_branches", "_activated_branches", "_pruned_from", "_pruned",
-                      "_mm_consumed", "_mm_trigger", "_mm_firings")
+                      "_mm_consumed", "_mm_trigger", "_mm_firings", "_mm_done")
 """Context keys of one pass's join and split tracking, dropped by a reset (stabilize's list)."""
 
 
@@ -137,6 +137,8 @@ def recount(t: Transition, region: Region, changed: Iterable[str], reset: Collec
         gate = join_gate(rec.stage, len(ups))
         joined = sum(1 for u in ups if _finished_ok(u) and activates(u, rec))
         _set(t, region, join_counter(sid), joined)
+        if sid in reset and region.thresholds.get(join_counter(sid)) != gate:
+            t.set_threshold(join_counter(sid), gate)  # a multi-merge raises it run by run
         dead_now = 0
         if top:
             dead_now = sum(1 for u in ups if u.stage.status.is_halt

@@ -41,6 +41,7 @@ from stabilize_redis.handlers.flow import (
     release_after_completion,
     settle_stage,
 )
+from stabilize_redis.handlers.multi_merge import is_multi_merge
 from stabilize_redis.handlers.start_stage import claim_ready_stage
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.keys import stage_field
@@ -48,7 +49,7 @@ from stabilize_redis.models.stage import PLANNING_FAILED, StageExecution
 from stabilize_redis.models.stage.phases import AFTER, BEFORE, FAILURE, ON_FAILURE_KEY, phase_of
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.persistence.stage_writes import GraphRead, plan_children, read_graph
-from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message
+from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, StartStage
 from stabilize_redis.stages.builder import StageDefinitionBuilder, planner_for
 
 log = logging.getLogger("stabilize_redis.handlers")
@@ -114,9 +115,16 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
     if status in CONTINUABLE_STATUSES:
         refs = {d: snap.stages[d].stage.ref_id for d in rec.down if d in snap.stages}
         t.event("stage.completed", "stage", rec.id, data)
+        if is_multi_merge(rec):  # one run ended: the next run, or the release (handlers.multi_merge)
+            t.push(StartStage(stage_id=rec.id, **kw))
+            return
         release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs), ctx.registry)
     else:
         t.event("stage.failed", "stage", rec.id, data)
+        for did in rec.down:  # the halt may be what completes a multi-merge downstream
+            down = snap.stages.get(did)
+            if down is not None and is_multi_merge(down):
+                t.push(StartStage(stage_id=did, **kw))
         if stage.parent_stage_id is None:
             settle_stage(t, rec, kw, end_now=status in _ENDS_WORKFLOW)
         else:

@@ -19,8 +19,9 @@ from stabilize_redis.backend.layout import meta_extras, phase_counter
 from stabilize_redis.backend.redis_backend import Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
+from stabilize_redis.handlers.multi_merge import is_multi_merge
 from stabilize_redis.handlers.start_stage import claim_ready_stage, report_expression_failure
-from stabilize_redis.keys import HALTED_COUNTER, SETTLED_COUNTER, join_counter
+from stabilize_redis.keys import HALTED_COUNTER, SETTLE_COUNTERS, SETTLED_COUNTER, join_counter
 from stabilize_redis.models.stage import SplitType
 from stabilize_redis.models.stage.phases import owner_of, phase_of
 from stabilize_redis.models.status import WorkflowStatus
@@ -30,9 +31,6 @@ from stabilize_redis.tasks.registry import TaskRegistry
 __all__ = ["SETTLE_COUNTERS", "SPLIT_CONDITION_ERRORS", "activated_downstreams", "join_counter", "notify_parent",
            "release_after_completion", "settle_stage", "succeed_workflow"]
 
-SETTLE_COUNTERS = (SETTLED_COUNTER, HALTED_COUNTER)
-"""Counters a handler that may finish a top-level stage reads (with the settled threshold), so
-the last one can complete the workflow in its own commit."""
 
 SPLIT_CONDITION_ERRORS = "splitConditionErrors"
 """Context key of an OR-splitting stage: {downstream ref id: error} for each split condition
@@ -142,7 +140,7 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
         down = snap.stages.get(did)
         count, limit = snap.counters.get(name), snap.thresholds.get(name)
         if registry is not None and down is not None and count == 0 and limit == 1 \
-                and live and down.stage.status == WorkflowStatus.NOT_STARTED:
+                and live and down.stage.status == WorkflowStatus.NOT_STARTED and not is_multi_merge(down):
             t.expect_counter(name, count)
             t.count(name)
             claim_ready_stage(registry, t, down, [rec], message_kw)

@@ -34,8 +34,9 @@ from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.reset import strip_inherited
 from stabilize_redis.expressions import check_stage_enabled
 from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
+from stabilize_redis.handlers.multi_merge import is_multi_merge, merge_counters, merge_step
 from stabilize_redis.handlers.start_task import begin_task
-from stabilize_redis.keys import stage_field
+from stabilize_redis.keys import SETTLE_COUNTERS, stage_field
 from stabilize_redis.models.stage import SyntheticStageOwner
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteStage, ContinueParentStage, Message, SkipStage, StartStage
@@ -133,7 +134,12 @@ class StartStageHandler(Handler):
             wf = attach(snap)
             stage = rec.stage
             t.check_meta(snap.meta_version)
-            if wf.status.is_complete or wf.is_canceled or stage.status != WorkflowStatus.NOT_STARTED:
+            if wf.status.is_complete or wf.is_canceled:
+                return t
+            if is_multi_merge(rec):
+                merge_step(self.ctx.registry, t, snap, rec, kw)
+                return t
+            if stage.status != WorkflowStatus.NOT_STARTED:
                 return t
             if stage.parent_stage_id is not None and not rec.up:
                 return t  # started by its parent's phase (ContinueParentStage)
@@ -146,5 +152,14 @@ class StartStageHandler(Handler):
             claim_ready_stage(self.ctx.registry, t, rec, ups, kw)
             return t
 
-        return self.transact(message, delivery,
-                             lambda: self.backend.read(wid, [sid], with_upstreams=True), decide)
+        def read() -> Snapshot:
+            snap = self.backend.read(wid, [sid], with_upstreams=True)
+            rec = snap.stages.get(sid)
+            if rec is None or not is_multi_merge(rec):
+                return snap
+            if not rec.stage.status.is_complete:
+                return self.backend.read(wid, [sid], with_upstreams=True, counters=merge_counters(sid))
+            return self.backend.read(wid, [sid], with_upstreams=True, with_downstreams=True,
+                                     counters=[*merge_counters(sid), *SETTLE_COUNTERS])
+
+        return self.transact(message, delivery, read, decide)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import redis
 
-from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
+from stabilize_redis import JoinType, StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
 from tests.processes.test_worker_kill import start_worker
 
 RealTarget = tuple[str, str]
@@ -101,3 +101,28 @@ def test_many_loops_racing_across_processes_each_run_every_pass_exactly_once(rea
         assert last is not None and last.context["_jump_count"] == 3
         first = wf.stage_by_ref_id("s0")
         assert first is not None and first.outputs == {"pass": 4}
+
+
+def merge_fan_in(width: int) -> Workflow:
+    ups = [stage(f"u{i}", "numbered", ("root",)) for i in range(width)]
+    mm = stage("mm", "numbered", tuple(u.ref_id for u in ups))
+    mm.join_type = JoinType.MULTI_MERGE
+    return Workflow.create(application="itest", name="multi-merge", stages=[
+        stage("root", "numbered"), *ups, mm, stage("down", "numbered", ("mm",))])
+
+
+def test_a_multi_merge_runs_once_per_upstream_when_upstreams_finish_together(real_target: RealTarget) -> None:
+    url, ns = real_target
+    client, raw = connect(url, ns), redis.Redis.from_url(url)
+    workflows = [merge_fan_in(8) for _ in range(10)]
+    with workers(url, ns):
+        for wf in workflows:
+            client.submit(wf)
+        done = [client.wait(wf.id, timeout=90) for wf in workflows]
+    for wf in done:
+        assert wf.status == WorkflowStatus.SUCCEEDED, wf.id
+        runs = {k.decode(): int(v) for k, v in raw.hgetall(f"{ns}:test:exec:{wf.id}").items()}
+        assert runs == {"root": 1, **{f"u{i}": 1 for i in range(8)}, "mm": 8, "down": 1}, (wf.id, runs)
+        mm = wf.stage_by_ref_id("mm")
+        assert mm is not None and sorted(mm.context["_mm_consumed"]) == [f"u{i}" for i in range(8)]
+        assert len(mm.context["_mm_firings"]) == 7

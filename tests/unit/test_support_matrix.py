@@ -236,17 +236,13 @@ def test_each_refused_setting_is_refused_naming_stage_and_field(use: str) -> Non
         assert refused.entry.needs.refusal in message
 
 
-def test_multi_merge_is_refused_but_the_other_join_types_are_not() -> None:
+def test_every_join_type_is_accepted() -> None:
     from stabilize_redis import JoinType
 
     for join in JoinType:
         wf = plain_workflow()
         wf.stages[1].join_type = join
-        if join is JoinType.MULTI_MERGE:
-            with pytest.raises(WorkflowValidationError, match="stage 'build': join_type: JoinType.MULTI_MERGE"):
-                validate_workflow(wf)
-        else:
-            validate_workflow(wf)
+        validate_workflow(wf)
 
 
 # -- messages and task results -----------------------------------------------------------------
