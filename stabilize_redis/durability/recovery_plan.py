@@ -43,7 +43,7 @@ from stabilize_redis.backend.layout import settlement
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.handlers.flow import activated_downstreams
 from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field, version_field
-from stabilize_redis.models.stage import StageExecution
+from stabilize_redis.models.stage import StageExecution, SyntheticStageOwner
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import (
@@ -51,6 +51,7 @@ from stabilize_redis.queue.messages import (
     CompleteStage,
     CompleteTask,
     CompleteWorkflow,
+    ContinueParentStage,
     Message,
     RunTask,
     SkipStage,
@@ -121,7 +122,8 @@ def recovery_messages(workflow: Workflow,
     for stage in workflow.stages:
         if stage.status == _S.RUNNING:
             rec = records.get(stage.id) if records is not None else None
-            out.extend(_running_stage(stage, kw, rec.attempt if rec is not None else None))
+            out.extend(_running_stage(stage, kw, rec.attempt if rec is not None else None,
+                                      bool(rec is not None and rec.children)))
         elif stage.status == _S.NOT_STARTED:
             out.extend(_not_started_stage(stage, by_id, records, kw))
     top = [s for s in workflow.stages if s.parent_stage_id is None]
@@ -131,7 +133,8 @@ def recovery_messages(workflow: Workflow,
     return out
 
 
-def _running_stage(stage: StageExecution, kw: dict[str, Any], attempt: int | None) -> list[Message]:
+def _running_stage(stage: StageExecution, kw: dict[str, Any], attempt: int | None,
+                   has_children: bool) -> list[Message]:
     skw = {**kw, "stage_id": stage.id}
     tkw = {**skw, "attempt_token": attempt}
     tasks = stage.tasks
@@ -140,6 +143,11 @@ def _running_stage(stage: StageExecution, kw: dict[str, Any], attempt: int | Non
         return [RunTask(task_id=t.id, task_type=t.implementing_class, **tkw) for t in running]
     if any(t.status in _WAITING for t in tasks):
         return []
+    if has_children and all(t.status == _S.NOT_STARTED for t in tasks):
+        # before its tasks: its before phase decides from its children (handlers.continue_parent_stage)
+        return [ContinueParentStage(phase=SyntheticStageOwner.STAGE_BEFORE, **skw)]
+    if has_children and all(t.status.is_complete for t in tasks):
+        return [ContinueParentStage(phase=SyntheticStageOwner.STAGE_AFTER, **skw)]
     if any(t.status.is_halt for t in tasks):
         return [CompleteStage(**skw)]
     index = next((i for i, t in enumerate(tasks) if t.status == _S.NOT_STARTED), None)

@@ -22,7 +22,7 @@ from stabilize_redis.handlers.base import (
     now_ms,
     stage_event_data,
 )
-from stabilize_redis.handlers.flow import settle_stage
+from stabilize_redis.handlers.flow import notify_parent, settle_stage
 from stabilize_redis.handlers.start_task import stale
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import (
@@ -115,7 +115,10 @@ class CancelStageHandler(Handler):
             for task_id in canceled_tasks:
                 t.publish(self.backend.keys.cancel_channel, task_id)
             t.event("stage.canceled", "stage", sid, stage_event_data(rec, status="CANCELED"))
-            settle_stage(t, rec, kw)
+            if rec.stage.parent_stage_id is None:
+                settle_stage(t, rec, kw)
+            else:  # its parent's phase can no longer complete: the parent is told at once
+                notify_parent(t, rec, kw, halted=True)
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)

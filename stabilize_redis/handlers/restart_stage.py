@@ -34,6 +34,7 @@ from stabilize_redis.backend.redis_backend import Delivery, Region, Snapshot
 from stabilize_redis.backend.transition import Transition
 from stabilize_redis.decisions.reset import activates, recount, reset_stage
 from stabilize_redis.handlers.base import Handler, UnknownTarget, known_workflow, stage_event_data
+from stabilize_redis.handlers.continue_parent_stage import reset_synthetic_children
 from stabilize_redis.handlers.start_stage import claim_ready_stage
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
@@ -90,6 +91,7 @@ class RestartStageHandler(Handler):
             for rid in snap.scope:
                 canceled += reset_stage(snap.stages[rid])
                 t.write_stage(snap.stages[rid])
+            canceled += reset_synthetic_children(self.backend, t, [snap.stages[r] for r in snap.scope])
             if wf.status.is_complete:
                 wf.status = WorkflowStatus.RUNNING
                 wf.end_time = None

@@ -221,3 +221,53 @@ def test_a_builder_that_raises_fails_its_stage_with_the_error(target: Target, bu
     assert wf.status == WorkflowStatus.TERMINAL
     assert rec.order == []
     assert "no validation configured" in stage_named(wf, "deploy").context["exception"]["details"]["error"]
+
+
+class FailsOnce(Task):
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        self.runs += 1
+        return TaskResult.terminal("first try fails") if self.runs == 1 else TaskResult.success()
+
+
+def test_a_restarted_stage_runs_its_before_stages_again(target: Target) -> None:
+    rec, flaky = Recorder(), FailsOnce()
+    eng = engine(target, rec)
+    eng.registry.register("flaky", flaky)
+    deploy = make_stage("deploy", "flaky")
+    failed = eng.run(with_children(deploy, child(deploy, "pre", BEFORE)))
+    assert failed.status == WorkflowStatus.TERMINAL and rec.order == ["pre"]
+    eng.client.restart(failed.id, "deploy")
+    eng.processor.process_all(timeout=20)
+    done = eng.store.retrieve(failed.id)
+    assert done.status == WorkflowStatus.SUCCEEDED
+    assert rec.order == ["pre", "pre"] and flaky.runs == 2
+
+
+class Polls(Task):
+    def execute(self, stage: StageExecution) -> TaskResult:
+        return TaskResult.running()
+
+
+def test_canceling_a_running_before_stage_ends_its_parent_instead_of_leaving_it_waiting(target: Target) -> None:
+    from stabilize_redis.queue.messages import CancelStage
+
+    rec = Recorder()
+    eng = engine(target, rec)
+    eng.registry.register("polls", Polls())
+    deploy = make_stage("deploy")
+    pre = StageExecution.create_synthetic("pre", "Pre", deploy, BEFORE, tasks=[task("polls")], ref_id="pre")
+    wf = with_children(deploy, pre)
+    eng.start(wf)
+    for _ in range(20):
+        eng.processor.process_one()
+        if stage_named(eng.store.retrieve(wf.id), "pre").status == WorkflowStatus.RUNNING:
+            break
+    eng.queue.push(CancelStage(execution_id=wf.id, stage_id=pre.id))
+    eng.processor.process_all(timeout=20)
+    done = eng.store.retrieve(wf.id)
+    assert stage_named(done, "pre").status == WorkflowStatus.CANCELED
+    assert stage_named(done, "deploy").status.is_complete and rec.order == []
+    assert done.status.is_complete

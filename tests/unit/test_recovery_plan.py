@@ -236,3 +236,21 @@ def test_plan_is_deterministic_and_carries_no_message_ids() -> None:
     assert _wire(first) == _wire(recovery_messages(wf, records))
     assert all(m.message_id is None for m in first)
     assert all(isinstance(m, StartStage) for m in first)
+
+
+def test_a_parent_waiting_on_its_before_stages_is_continued_never_has_its_tasks_started() -> None:
+    from stabilize_redis.models.stage import SyntheticStageOwner
+
+    parent = _stage("deploy")
+    pre = StageExecution.create_synthetic("pre", "pre", parent, SyntheticStageOwner.STAGE_BEFORE, ref_id="pre",
+                                          tasks=[TaskExecution.create(name="pre-t", implementing_class="work",
+                                                                      stage_start=True, stage_end=True)])
+    wf, records, st = _stored([parent, pre])
+    wf.status = S.RUNNING
+    st["deploy"].status = S.RUNNING
+    st["pre"].status = S.RUNNING
+    st["pre"].tasks[0].status = S.RUNNING
+    shapes = _shape(recovery_messages(wf, records))
+    assert f"RunTask({st['pre'].tasks[0].id})" in shapes
+    assert not any(s.startswith("StartTask") for s in shapes), shapes
+    assert any(s.startswith("ContinueParentStage") for s in shapes), shapes
