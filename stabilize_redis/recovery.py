@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from stabilize_redis.backend.codec import unpack
 from stabilize_redis.backend.redis_backend import RedisBackend
+from stabilize_redis.decisions.codec import unpack
 from stabilize_redis.durability.recovery import _unreferenced
 from stabilize_redis.durability.recovery_plan import describe, plan_from_hash
 from stabilize_redis.errors import RecoveryError

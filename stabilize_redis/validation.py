@@ -9,8 +9,8 @@ stage and the field, before anything is written.
 
 from __future__ import annotations
 
-from stabilize_redis.backend.codec import StateEncodingError, ensure_plain, ensure_text
 from stabilize_redis.dag.topological import validate_stage_graph
+from stabilize_redis.decisions.codec import StateEncodingError, ensure_plain, ensure_text
 from stabilize_redis.models.stage import JoinType, StageExecution
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.support import NotExecutedError, check_workflow

@@ -11,12 +11,12 @@ from typing import Any
 
 from ulid import ULID
 
-from stabilize_redis.backend.codec import decode_stage, encode_stage
-from stabilize_redis.backend.layout import lay_out
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.codec import decode_stage, encode_stage
+from stabilize_redis.decisions.layout import lay_out
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.durable_submit import SubmitNotDurable
-from stabilize_redis.handlers.start_stage import claim_ready_stage
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.layout import dead_gate, join_gate
-from stabilize_redis.backend.redis_backend import Region
-from stabilize_redis.backend.transition import Transition
 from stabilize_redis.dag.lineage import materialize, merge_value
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.layout import dead_gate, join_gate
+from stabilize_redis.decisions.snapshot import Region
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.keys import dead_counter, join_counter, stage_field
 from stabilize_redis.models.stage import SplitType
@@ -93,7 +93,7 @@ def finish_stage_as(rec: StageRecord, status: WorkflowStatus, now: int) -> None:
 
 def activates(up: StageRecord, down: StageRecord) -> bool:
     """Whether ``up``'s split routes to ``down`` (an OR split's condition for ``down``'s ref id;
-    one that fails to evaluate does not), as ``handlers.flow.activated_downstreams`` decided."""
+    one that fails to evaluate does not), as ``decisions.flow.activated_downstreams`` decided."""
     stage = up.stage
     if stage.split_type != SplitType.OR or not stage.split_conditions:
         return True

@@ -23,7 +23,7 @@ engine's message flow:
   - PAUSED, SUSPENDED, BUFFERED and REDIRECT stages or tasks: nothing (they wait for an
     operator, a signal, or a message that is not lost by definition);
   - and CompleteWorkflow when every top-level stage has settled (the settled count, recounted
-    from the statuses by ``backend.layout.settlement``: a final status, or a join that can no
+    from the statuses by ``decisions.layout.settlement``: a final status, or a join that can no
     longer be met because an upstream halted), or when one of them is TERMINAL or CANCELED (the
     workflow ends at once, as CompleteWorkflow's fail-fast rule says). A STOPPED branch alone
     waits for the others, as in the normal flow.
@@ -38,10 +38,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord, decode_stage, meta_from_dict, unpack
-from stabilize_redis.backend.layout import settlement
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
-from stabilize_redis.handlers.flow import activated_downstreams
+from stabilize_redis.decisions.codec import StageRecord, decode_stage, meta_from_dict, unpack
+from stabilize_redis.decisions.flow import activated_downstreams
+from stabilize_redis.decisions.layout import settlement
 from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field, version_field
 from stabilize_redis.models.stage import StageExecution, SyntheticStageOwner
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus

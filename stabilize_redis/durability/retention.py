@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from stabilize_redis.backend.codec import unpack
 from stabilize_redis.backend.redis_backend import RedisBackend
+from stabilize_redis.decisions.codec import unpack
 from stabilize_redis.durability.redis_ops import evalsha, execute
 from stabilize_redis.keys import (
     CHECKPOINT_VERSION_FIELD,

@@ -31,8 +31,8 @@ from psycopg import Cursor, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
-from stabilize_redis.backend.codec import unpack
-from stabilize_redis.backend.layout import workflow_from_hash
+from stabilize_redis.decisions.codec import unpack
+from stabilize_redis.decisions.layout import workflow_from_hash
 from stabilize_redis.durability.pg import DEFAULT_SCHEMA, make_pool, validate_schema
 from stabilize_redis.durability.quarantine import DATA_ERRORS, describe
 from stabilize_redis.keys import (

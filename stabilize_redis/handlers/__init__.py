@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from stabilize_redis.handlers import base
 from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.complete_stage import CompleteStageHandler
 from stabilize_redis.handlers.complete_task import CompleteTaskHandler
@@ -31,9 +30,6 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
 )
 
 
-# stabilize's import path for it is handlers.base (``from stabilize.handlers.base import
-# StabilizeHandler``); it lives in its own module so that base stays the engine's Handler.
-base.StabilizeHandler = StabilizeHandler  # type: ignore[attr-defined]
 
 
 def default_handlers(ctx: HandlerContext) -> dict[type, Handler]:

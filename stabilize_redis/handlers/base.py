@@ -22,22 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from stabilize_redis.backend.codec import StageRecord, meta_from_dict
-from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery, RedisBackend, Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery, RedisBackend
 from stabilize_redis.config import EngineConfig
+from stabilize_redis.decisions.common import UnknownTarget
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.errors import ConcurrencyError
+from stabilize_redis.handlers.stabilize_handler import StabilizeHandler  # stabilize imports it from here
 from stabilize_redis.handlers.task_execution import TokenRegistry
-from stabilize_redis.models.task import TaskExecution
-from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import Message
 from stabilize_redis.tasks.registry import TaskRegistry
 
 log = logging.getLogger("stabilize_redis.handlers")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass
@@ -51,44 +47,13 @@ class HandlerContext:
     tokens: TokenRegistry = field(default_factory=TokenRegistry)
 
 
-class UnknownTarget(Exception):
-    """Raised by a decision: the message names a workflow, stage or task that does not exist.
-    The text names it: 'workflow W', 'stage S of workflow W' or 'task T of stage S of workflow W'."""
-
-
-def known_workflow(snap: Snapshot) -> dict[str, Any]:
-    """The workflow meta read into ``snap``; UnknownTarget if the workflow does not exist."""
-    if snap.meta is None:
-        raise UnknownTarget(f"workflow {snap.workflow_id} does not exist")
-    return snap.meta
-
-
-def known_stage(snap: Snapshot, stage_id: str) -> StageRecord:
-    """The record of ``stage_id`` read into ``snap``; UnknownTarget if the workflow or the stage
-    does not exist (the snapshot must have been read with ``stage_id``)."""
-    known_workflow(snap)
-    rec = snap.stages.get(stage_id)
-    if rec is None:
-        raise UnknownTarget(f"stage {stage_id} of workflow {snap.workflow_id} does not exist")
-    return rec
-
-
-def known_task(snap: Snapshot, rec: StageRecord, task_id: str) -> TaskExecution:
-    """The task ``task_id`` of the stage ``rec``; UnknownTarget if the stage has no such task."""
-    task = next((t for t in rec.stage.tasks if t.id == task_id), None)
-    if task is None:
-        raise UnknownTarget(f"task {task_id} of stage {rec.id} of workflow {snap.workflow_id} does not exist")
-    return task
-
-
-def attach(snap: Snapshot) -> Workflow:
-    """A partial Workflow holding the stages read (strongly linked), for decisions and tasks."""
-    assert snap.meta is not None
-    wf = meta_from_dict(snap.meta)
-    wf.stages = [rec.stage for rec in snap.stages.values()]
-    for stage in wf.stages:
-        stage.set_execution_strong(wf)
-    return wf
+def run_after_commit(transition: Transition) -> None:
+    """The committed ``transition``'s after-commit actions (user hooks); a failing one is logged."""
+    for action in transition.after_commit:
+        try:
+            action()
+        except Exception:  # noqa: BLE001 - user hook
+            log.exception("after-commit hook of workflow %s failed", transition.workflow_id)
 
 
 class Handler(ABC):
@@ -127,6 +92,8 @@ class Handler(ABC):
             except UnknownTarget as e:
                 return self.unknown_target(message, delivery, e)
             outcome = self.backend.commit(transition, message, delivery)
+            if outcome == CommitOutcome.OK:
+                run_after_commit(transition)
             if outcome != CommitOutcome.CONFLICT:
                 return outcome
             time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
@@ -157,16 +124,4 @@ class Handler(ABC):
         return self.message_type.__name__
 
 
-def stage_of(snap: Snapshot, stage_id: str) -> StageRecord | None:
-    return snap.stages.get(stage_id)
-
-
-def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
-    s = rec.stage
-    data: dict[str, Any] = {
-        "ref_id": s.ref_id, "type": s.type, "name": s.name, "start_time": s.start_time,
-        "is_synthetic": s.parent_stage_id is not None, "parent_stage_id": s.parent_stage_id,
-        "task_count": len(s.tasks),
-    }
-    data.update(extra)
-    return data
+__all__ = ["Handler", "HandlerContext", "StabilizeHandler", "UnknownTarget", "run_after_commit"]

@@ -21,34 +21,30 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.backend.graph_reads import read_graph
+from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.dag.graph import StageGraphBuilder
 from stabilize_redis.dag.lineage import Lineage, extend_lineage
-from stabilize_redis.handlers.base import (
-    Handler,
-    HandlerContext,
-    attach,
-    known_stage,
-    now_ms,
-    stage_event_data,
-)
-from stabilize_redis.handlers.flow import (
+from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.common import attach, known_stage, now_ms, stage_event_data
+from stabilize_redis.decisions.flow import (
     SETTLE_COUNTERS,
     activated_downstreams,
     notify_parent,
     release_after_completion,
     settle_stage,
 )
-from stabilize_redis.handlers.multi_merge import is_multi_merge
-from stabilize_redis.handlers.start_stage import claim_ready_stage
+from stabilize_redis.decisions.multi_merge import is_multi_merge
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.stage_plans import GraphRead, plan_children
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.task_lookup import resolve_task
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.stage import PLANNING_FAILED, StageExecution
 from stabilize_redis.models.stage.phases import AFTER, BEFORE, FAILURE, ON_FAILURE_KEY, phase_of
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
-from stabilize_redis.persistence.stage_writes import GraphRead, plan_children, read_graph
 from stabilize_redis.queue.messages import CompleteStage, CompleteWorkflow, Message, StartStage
 from stabilize_redis.stages.builder import StageDefinitionBuilder, planner_for
 
@@ -78,11 +74,10 @@ def has_phases(rec: StageRecord) -> bool:
 
 
 def finish_stage(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRecord,
-                 kw: dict[str, Any], cleaned: set[str]) -> None:
+                 kw: dict[str, Any]) -> None:
     """Decide a RUNNING stage's completion into ``t`` (nothing if it is still running).
     ``snap`` must hold the stage's downstream records (read ``with_downstreams``): OR-split
     conditions name them by ref id, and single-upstream downstreams start in this commit.
-    ``cleaned`` remembers stages whose cleanup hooks already ran across conflict retries.
     A stage with phases (``has_phases``) whose tasks ended gets a CompleteStage instead."""
     assert snap.meta is not None
     status = rec.stage.determine_status()
@@ -91,11 +86,11 @@ def finish_stage(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageR
     if has_phases(rec):
         t.push(CompleteStage(stage_id=rec.id, **kw))
         return
-    settle_finished(ctx, t, snap, rec, status, kw, cleaned)
+    settle_finished(ctx, t, snap, rec, status, kw)
 
 
 def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRecord,
-                    status: WorkflowStatus, kw: dict[str, Any], cleaned: set[str]) -> None:
+                    status: WorkflowStatus, kw: dict[str, Any]) -> None:
     """``rec``'s stage ends with ``status`` (final) in ``t``: cleanup hooks, events, then a
     continuable status releases its downstreams (and settles it, or counts it toward its
     parent's phase); a halt settles a top-level stage as halted or tells a synthetic stage's
@@ -105,9 +100,8 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
         status = WorkflowStatus.TERMINAL
     stage.status = status
     stage.end_time = now_ms()
-    if status.is_complete and rec.id not in cleaned:
-        cleanup_tasks(ctx, rec)
-        cleaned.add(rec.id)
+    if status.is_complete:  # user hooks run once the ending is committed, never inside a decision
+        t.on_commit(lambda: cleanup_tasks(ctx, rec))
     t.write_stage(rec)
     data = stage_event_data(rec, status=status.name, end_time=stage.end_time,
                             duration_ms=stage.end_time - (stage.start_time or stage.end_time),
@@ -229,7 +223,7 @@ def build_phase(t: Transition, graph: GraphRead, rec: StageRecord, kids: list[St
 
 
 def complete_parent(ctx: HandlerContext, t: Transition, snap: Family, rec: StageRecord,
-                    kw: dict[str, Any], cleaned: set[str]) -> None:
+                    kw: dict[str, Any]) -> None:
     """The after phase of a RUNNING stage with phases, into ``t``: once its before-stages and
     tasks are done, run its after-stages (on success) or on-failure stages (on failure) -
     planned by its builder if it has none of that kind - and settle it when they are done
@@ -254,7 +248,7 @@ def complete_parent(ctx: HandlerContext, t: Transition, snap: Family, rec: Stage
     elif not all(k.stage.status.is_complete for k in mine):
         start_phase(ctx, t, rec, mine, kw)
         return
-    settle_finished(ctx, t, snap, rec, status, kw, cleaned)
+    settle_finished(ctx, t, snap, rec, status, kw)
 
 
 class CompleteStageHandler(Handler):
@@ -264,7 +258,6 @@ class CompleteStageHandler(Handler):
         assert isinstance(message, CompleteStage)
         wid, sid = message.execution_id, message.stage_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
-        cleaned: set[str] = set()
 
         def decide(snap: Snapshot) -> Transition:
             assert isinstance(snap, Family)
@@ -281,9 +274,9 @@ class CompleteStageHandler(Handler):
             if has_phases(rec):
                 t.check_meta(snap.meta_version)
                 if not (wf.status.is_complete or wf.is_canceled):
-                    complete_parent(self.ctx, t, snap, rec, kw, cleaned)
+                    complete_parent(self.ctx, t, snap, rec, kw)
                 return t
-            finish_stage(self.ctx, t, snap, rec, kw, cleaned)
+            finish_stage(self.ctx, t, snap, rec, kw)
             return t
 
         return self.transact(message, delivery, lambda: read_family(self.backend, wid, sid), decide)

@@ -8,20 +8,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, HandlerContext, attach, known_stage, known_task, now_ms
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.claim import begin_task, stale
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.common import attach, known_stage, known_task, now_ms
+from stabilize_redis.decisions.flow import SETTLE_COUNTERS
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.complete_stage import finish_stage
-from stabilize_redis.handlers.flow import SETTLE_COUNTERS
-from stabilize_redis.handlers.start_task import begin_task, stale
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import CompleteTask, Message
 
 
 def finish_task(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRecord,
-                task: TaskExecution, status: WorkflowStatus, original_status: WorkflowStatus | None, kw: dict[str, Any], cleaned: set[str]) -> None:
+                task: TaskExecution, status: WorkflowStatus, original_status: WorkflowStatus | None, kw: dict[str, Any]) -> None:
     """Record ``task`` as ended with ``status`` and route onward into ``t``: start the next task,
     or settle the stage. REDIRECT only records (a jump drives the flow from there)."""
     if task.status != WorkflowStatus.SKIPPED:
@@ -35,9 +37,9 @@ def finish_task(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRe
                                      "original_status": original_status.name if original_status else None})
     nxt = rec.stage.next_task(task)
     if nxt is not None and not status.is_halt and nxt.status == WorkflowStatus.NOT_STARTED:
-        begin_task(ctx.registry, t, rec, nxt, kw)
+        begin_task(t, rec, nxt, kw)
     else:
-        finish_stage(ctx, t, snap, rec, kw, cleaned)
+        finish_stage(ctx, t, snap, rec, kw)
 
 
 class CompleteTaskHandler(Handler):
@@ -47,7 +49,6 @@ class CompleteTaskHandler(Handler):
         assert isinstance(message, CompleteTask)
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
-        cleaned: set[str] = set()
 
         def decide(snap: Snapshot) -> Transition:
             t = Transition(wid)
@@ -64,7 +65,7 @@ class CompleteTaskHandler(Handler):
             elif task.status != WorkflowStatus.RUNNING:
                 return t
             finish_task(self.ctx, t, snap, rec, task, message.status,
-                        message.original_status, kw, cleaned)
+                        message.original_status, kw)
             return t
 
         return self.transact(message, delivery,

@@ -1,7 +1,7 @@
 """CompleteWorkflow: decide the workflow's final status from its top-level stages, at once.
 
 The commit that settles the workflow's last top-level stage releases this message once (the
-settled count, ``backend.layout``); a top-level stage that ends TERMINAL or CANCELED releases it
+settled count, ``decisions.layout``); a top-level stage that ends TERMINAL or CANCELED releases it
 early, as stabilize does. Either way it is decided here from the stages read, without waiting:
 
 * every top-level stage settled (a final status, or never able to start because an upstream
@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.layout import meta_extras, settlement
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, known_workflow, now_ms
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.common import attach, known_workflow, now_ms
+from stabilize_redis.decisions.layout import meta_extras, settlement
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus

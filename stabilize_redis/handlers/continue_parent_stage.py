@@ -27,12 +27,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.layout import phase_counter, phase_counts
-from stabilize_redis.backend.redis_backend import Delivery, RedisBackend, Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
+from stabilize_redis.decisions.claim import begin_task
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.common import attach, known_stage
+from stabilize_redis.decisions.layout import phase_counter, phase_counts
 from stabilize_redis.decisions.reset import reset_stage
-from stabilize_redis.handlers.base import Handler, HandlerContext, attach, known_stage
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.complete_stage import (
     Family,
     build_phase,
@@ -42,7 +45,6 @@ from stabilize_redis.handlers.complete_stage import (
     read_family,
     start_phase,
 )
-from stabilize_redis.handlers.start_task import begin_task
 from stabilize_redis.keys import join_counter
 from stabilize_redis.models.stage import PLANNING_FAILED, SyntheticStageOwner
 from stabilize_redis.models.stage.phases import BEFORE, phase_of
@@ -81,8 +83,7 @@ def plan_start(t: Transition, snap: Family, rec: StageRecord, kids: list[StageRe
     return kids
 
 
-def advance_before(ctx: HandlerContext, t: Transition, snap: Family, rec: StageRecord, kw: dict[str, Any],
-                   cleaned: set[str]) -> None:
+def advance_before(ctx: HandlerContext, t: Transition, snap: Family, rec: StageRecord, kw: dict[str, Any]) -> None:
     """The before phase of RUNNING ``rec`` into ``t`` (see the module docstring). Once the
     stage's tasks have started, its before phase is over and this does nothing."""
     stage = rec.stage
@@ -91,18 +92,18 @@ def advance_before(ctx: HandlerContext, t: Transition, snap: Family, rec: StageR
     kids = plan_start(t, snap, rec, children_of(t, snap, rec))
     before = [k for k in kids if phase_of(k.stage) == BEFORE]
     if stage.context.get(PLANNING_FAILED) or any(k.stage.status.is_halt for k in before):
-        complete_parent(ctx, t, snap, rec, kw, cleaned)
+        complete_parent(ctx, t, snap, rec, kw)
         return
     if not all(k.stage.status.is_complete for k in before):
         start_phase(ctx, t, rec, before, kw)
         return
     first = stage.first_task()
     if first is None:
-        complete_parent(ctx, t, snap, rec, kw, cleaned)
+        complete_parent(ctx, t, snap, rec, kw)
         return
     first.stage_start = True
     stage.tasks[-1].stage_end = True
-    begin_task(ctx.registry, t, rec, first, kw)
+    begin_task(t, rec, first, kw)
     t.write_stage(rec)
 
 
@@ -138,7 +139,6 @@ class ContinueParentStageHandler(Handler):
         assert isinstance(message, ContinueParentStage)
         wid, sid = message.execution_id, message.stage_id
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
-        cleaned: set[str] = set()
 
         def decide(snap: Snapshot) -> Transition:
             assert isinstance(snap, Family)
@@ -149,9 +149,9 @@ class ContinueParentStageHandler(Handler):
             if wf.status.is_complete or wf.is_canceled or rec.stage.status != WorkflowStatus.RUNNING:
                 return t
             if message.phase == SyntheticStageOwner.STAGE_BEFORE:
-                advance_before(self.ctx, t, snap, rec, kw, cleaned)
+                advance_before(self.ctx, t, snap, rec, kw)
             else:
-                complete_parent(self.ctx, t, snap, rec, kw, cleaned)
+                complete_parent(self.ctx, t, snap, rec, kw)
             return t
 
         return self.transact(message, delivery, lambda: read_family(self.backend, wid, sid), decide)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.layout import meta_extras, settlement
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import (
-    Handler,
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.claim import stale
+from stabilize_redis.decisions.common import (
     attach,
     known_stage,
     known_task,
@@ -22,8 +20,11 @@ from stabilize_redis.handlers.base import (
     now_ms,
     stage_event_data,
 )
-from stabilize_redis.handlers.flow import notify_parent, settle_stage
-from stabilize_redis.handlers.start_task import stale
+from stabilize_redis.decisions.flow import notify_parent, settle_stage
+from stabilize_redis.decisions.layout import meta_extras, settlement
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import (
     CancelStage,

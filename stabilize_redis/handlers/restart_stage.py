@@ -28,14 +28,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from stabilize_redis.backend.codec import meta_from_dict
-from stabilize_redis.backend.layout import join_gate, meta_extras
-from stabilize_redis.backend.redis_backend import Delivery, Region, Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.codec import meta_from_dict
+from stabilize_redis.decisions.common import UnknownTarget, known_workflow, stage_event_data
+from stabilize_redis.decisions.layout import join_gate, meta_extras
 from stabilize_redis.decisions.reset import activates, recount, reset_stage
-from stabilize_redis.handlers.base import Handler, UnknownTarget, known_workflow, stage_event_data
+from stabilize_redis.decisions.snapshot import Region, Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.continue_parent_stage import reset_synthetic_children
-from stabilize_redis.handlers.start_stage import claim_ready_stage
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, RestartStage

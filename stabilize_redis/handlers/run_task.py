@@ -29,13 +29,15 @@ import logging
 import random
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord, StateEncodingError, encode_stage, storable_text
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, UnknownTarget, attach, known_stage, known_task, now_ms
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.claim import stale
+from stabilize_redis.decisions.codec import StageRecord, StateEncodingError, encode_stage, storable_text
+from stabilize_redis.decisions.common import UnknownTarget, attach, known_stage, known_task, now_ms
+from stabilize_redis.decisions.flow import SETTLE_COUNTERS
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.complete_task import finish_task
-from stabilize_redis.handlers.flow import SETTLE_COUNTERS
-from stabilize_redis.handlers.start_task import stale
 from stabilize_redis.handlers.task_execution import (
     Outcome,
     error_text,
@@ -190,7 +192,6 @@ class RunTaskHandler(Handler):
         (its versions guard the commit) and re-reading only on CONFLICT."""
         wid, sid = message.execution_id, message.stage_id
         tid = message.task_id
-        cleaned: set[str] = set()
         reads = [first_read]
         applied = [outcome]  # replaced by a failure if its transition cannot be encoded
 
@@ -208,9 +209,9 @@ class RunTaskHandler(Handler):
             if task is None or task.status != WorkflowStatus.RUNNING or stale(message, rec):
                 return t, ""  # another run's task now (a reset landed while this one ran): discarded
             if current.result is not None:
-                self._apply_result(t, snap, rec, task, impl, current.result, message, cleaned)
+                self._apply_result(t, snap, rec, task, impl, current.result, message)
             else:
-                self._apply_error(t, snap, rec, task, current, message, cleaned)
+                self._apply_error(t, snap, rec, task, current, message)
             return t, _where(rec, task)
 
         def decide(snap: Snapshot) -> Transition:
@@ -229,7 +230,7 @@ class RunTaskHandler(Handler):
         return self.transact(message, delivery, read, decide)
 
     def _apply_result(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
-                      impl: Task | None, result: TaskResult, message: RunTask, cleaned: set[str]) -> None:
+                      impl: Task | None, result: TaskResult, message: RunTask) -> None:
         stage = rec.stage
         kw = self._kw(message)
         stage.context.update(result.context)
@@ -249,7 +250,7 @@ class RunTaskHandler(Handler):
                 return
             stage.context["error"] = "REDIRECT result without target_stage_ref_id"
             self._finish(t, snap, rec, task, stage.failure_status(default=WorkflowStatus.TERMINAL),
-                         WorkflowStatus.TERMINAL, message, cleaned)
+                         WorkflowStatus.TERMINAL, message)
             return
         if status == WorkflowStatus.SUSPENDED:
             task.status = WorkflowStatus.SUSPENDED
@@ -257,11 +258,11 @@ class RunTaskHandler(Handler):
             t.write_stage(rec)
             return
         if status in _FORWARD:
-            self._finish(t, snap, rec, task, status, None, message, cleaned)
+            self._finish(t, snap, rec, task, status, None, message)
             return
         if status not in (WorkflowStatus.CANCELED, WorkflowStatus.TERMINAL):
             status = WorkflowStatus.TERMINAL
-        self._finish(t, snap, rec, task, stage.failure_status(default=status), status, message, cleaned)
+        self._finish(t, snap, rec, task, stage.failure_status(default=status), status, message)
 
     @staticmethod
     def _redirect(t: Transition, rec: StageRecord, task: TaskExecution, result: TaskResult, message: RunTask) -> None:
@@ -279,15 +280,14 @@ class RunTaskHandler(Handler):
                                                     "target_stage_ref_id": result.target_stage_ref_id})
 
     def _finish(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
-                status: WorkflowStatus, original: WorkflowStatus | None, message: RunTask,
-                cleaned: set[str]) -> None:
+                status: WorkflowStatus, original: WorkflowStatus | None, message: RunTask) -> None:
         """The task ended: record it and route onward in this same commit (what a CompleteTask
         message would do, without the extra message)."""
         kw: dict[str, Any] = {"execution_id": message.execution_id, "execution_type": message.execution_type}
-        finish_task(self.ctx, t, snap, rec, task, status, original, kw, cleaned)
+        finish_task(self.ctx, t, snap, rec, task, status, original, kw)
 
     def _apply_error(self, t: Transition, snap: Snapshot, rec: StageRecord, task: TaskExecution,
-                     outcome: Outcome, message: RunTask, cleaned: set[str]) -> None:
+                     outcome: Outcome, message: RunTask) -> None:
         stage = rec.stage
         kw = self._kw(message)
         error = outcome.error
@@ -312,7 +312,7 @@ class RunTaskHandler(Handler):
             details["details"]["attempts"] = attempt
         task.task_exception_details = {"exception": details}
         stage.context["exception"] = details
-        self._finish(t, snap, rec, task, stage.failure_status(), WorkflowStatus.TERMINAL, message, cleaned)
+        self._finish(t, snap, rec, task, stage.failure_status(), WorkflowStatus.TERMINAL, message)
 
 
 def _where(rec: StageRecord, task: TaskExecution) -> str:

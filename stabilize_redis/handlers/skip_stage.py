@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
-from stabilize_redis.handlers.flow import SETTLE_COUNTERS, release_after_completion
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.common import attach, known_stage, now_ms, stage_event_data
+from stabilize_redis.decisions.flow import SETTLE_COUNTERS, release_after_completion
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, SkipStage
 

@@ -20,105 +20,19 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.dag.lineage import (
-    Lineage,
-    context_with_ancestors,
-    extend_lineage,
-    materialize,
-    union_lineages,
-)
+from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
-from stabilize_redis.decisions.reset import strip_inherited
-from stabilize_redis.expressions import check_stage_enabled
-from stabilize_redis.handlers.base import Handler, attach, known_stage, now_ms, stage_event_data
-from stabilize_redis.handlers.multi_merge import is_multi_merge, merge_counters, merge_step
-from stabilize_redis.handlers.start_task import begin_task
+from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.common import attach, known_stage
+from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters, merge_step
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.keys import SETTLE_COUNTERS, stage_field
-from stabilize_redis.models.stage import SyntheticStageOwner
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteStage, ContinueParentStage, Message, SkipStage, StartStage
-from stabilize_redis.stages.builder import planner_for
-from stabilize_redis.tasks.registry import TaskRegistry
+from stabilize_redis.queue.messages import Message, StartStage
 
 log = logging.getLogger("stabilize_redis.handlers")
-
-STAGE_ENABLED_ERROR = "stageEnabledError"
-"""Stage context key: why the stage's ``stageEnabled`` expression could not be evaluated."""
-
-EXPRESSION_FAILED = "stage.expression_failed"
-"""Event type: a stage's ``stageEnabled`` or split-condition expression could not be evaluated."""
-
-
-def report_expression_failure(t: Transition, rec: StageRecord, expression: str, error: str,
-                              consequence: str, **data: Any) -> None:
-    """Make a failed ``expression`` ("stageEnabled" or "splitConditions") of ``rec``'s stage
-    visible: a WARNING naming workflow, stage and error, and an EXPRESSION_FAILED event in
-    ``t`` with ``expression``, ``error`` and ``data``. Recording it in the context is the
-    caller's part."""
-    log.warning("workflow %s, stage %s (%s): %s could not be evaluated (%s); %s", t.workflow_id,
-                rec.stage.ref_id, rec.id, expression, error, consequence)
-    t.event(EXPRESSION_FAILED, "stage", rec.id,
-            stage_event_data(rec, expression=expression, error=error, **data))
-
-
-def starts_by_phases(rec: StageRecord, registry: TaskRegistry | None) -> bool:
-    """Whether ``rec``'s stage starts through ContinueParentStage: it has synthetic children,
-    its type has a builder registered here, or (``registry`` None: decided at submit, where the
-    worker's builders may be unknown) it was given no tasks, so the worker's builder may supply
-    them."""
-    if rec.children or planner_for(rec.stage.type) is not None:
-        return True
-    return registry is None and not rec.stage.tasks
-
-
-def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRecord, ups: list[StageRecord],
-                      kw: dict[str, Any], inherited: Lineage | None = None) -> None:
-    """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
-    skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,
-    its context over its ancestors' outputs, and its first task started - all into ``t``.
-    A ``stageEnabled`` expression that fails to evaluate counts as enabled; its error goes to
-    the context (STAGE_ENABLED_ERROR), the log and an EXPRESSION_FAILED event.
-    Used by StartStage and by the commit that completes a stage's only upstream.
-    ``inherited``: the lineage a synthetic stage with no sibling upstream takes from its parent
-    (``continue_parent_stage.parent_lineage``). A stage that ``starts_by_phases`` gets a
-    ContinueParentStage(STAGE_BEFORE) instead of its first task."""
-    stage = rec.stage
-    lineage = union_lineages([*(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups),
-                              *([inherited] if inherited else [])])
-    ancestors = materialize(lineage)
-    scope = {**ancestors, **stage.context}
-    enabled, error = check_stage_enabled(stage.context.get("stageEnabled", True), scope)
-    if error is None:
-        stage.context.pop(STAGE_ENABLED_ERROR, None)
-    else:
-        stage.context[STAGE_ENABLED_ERROR] = error
-        report_expression_failure(t, rec, "stageEnabled", error, "treating the stage as enabled")
-        t.write_stage(rec)
-    expired = stage.start_time_expiry is not None and now_ms() > stage.start_time_expiry
-    if not enabled or expired:
-        t.push(SkipStage(stage_id=rec.id, **kw))
-        return
-    stage.status = WorkflowStatus.RUNNING
-    stage.start_time = now_ms()
-    strip_inherited(rec)
-    rec.shadowed = {k: v for k, v in stage.context.items() if k in ancestors}
-    stage.context = context_with_ancestors(stage.context, ancestors)
-    rec.anc = lineage
-    t.event("stage.started", "stage", rec.id, stage_event_data(rec))
-    first = stage.first_task()
-    if starts_by_phases(rec, registry):
-        t.push(ContinueParentStage(stage_id=rec.id, phase=SyntheticStageOwner.STAGE_BEFORE, **kw))
-    elif first is not None:
-        first.stage_start = True
-        stage.tasks[-1].stage_end = True
-        begin_task(registry, t, rec, first, kw)
-    else:
-        t.push(CompleteStage(stage_id=rec.id, **kw))
-    t.write_stage(rec)
-
 
 class StartStageHandler(Handler):
     message_type = StartStage

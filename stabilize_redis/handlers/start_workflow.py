@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.layout import meta_extras
-from stabilize_redis.backend.redis_backend import Delivery, Snapshot
-from stabilize_redis.backend.transition import Transition
-from stabilize_redis.handlers.base import Handler, attach, known_workflow, now_ms
+from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.decisions.common import attach, known_workflow, now_ms
+from stabilize_redis.decisions.layout import meta_extras
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CancelWorkflow, Message, StartStage, StartWorkflow
 

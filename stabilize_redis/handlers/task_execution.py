@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from stabilize_redis.backend.codec import StateEncodingError, ensure_plain, storable_text, stored_form
+from stabilize_redis.decisions.codec import StateEncodingError, ensure_plain, storable_text, stored_form
 from stabilize_redis.errors import TaskTimeoutError, TransientError, is_transient, truncate_error
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.task import TaskExecution

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from stabilize_redis.dag.outputs import merge_outputs_in_order
-from stabilize_redis.dag.topological import is_top_level, topological_sort, validate_stage_graph
+from stabilize_redis.models.outputs import merge_outputs_in_order
 from stabilize_redis.models.stage.enums import new_id
 from stabilize_redis.models.stage.stage import StageExecution
 from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.models.topology import is_top_level, topological_sort, validate_stage_graph
 
 
 def _now_ms() -> int:

@@ -10,7 +10,7 @@ workflows may be up to the checkpoint interval behind). Without one, listing sca
 
 Stage-level methods (``store_stage``, ``add_stage``, ``remove_stage``, ``retrieve_stage`` and the
 graph queries) and ``transaction(queue)`` are stabilize's; their costs and guarantees are in
-``persistence.stage_writes``, ``persistence.stage_reads`` and ``persistence.transaction``.
+``decisions.stage_plans``, ``persistence.stage_reads`` and ``persistence.transaction``.
 Message dedup (``is_message_processed``, ``mark_message_processed``) uses the engine's own
 dedup record: the partition's processed-id set every commit checks.
 """
@@ -23,14 +23,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from stabilize_redis.backend.codec import unpack
-from stabilize_redis.backend.layout import lay_out, meta_extras, workflow_from_hash
-from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend, Snapshot
+from stabilize_redis.backend.graph_reads import read_graph, read_removal
+from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend
 from stabilize_redis.backend.registry import backend_for
-from stabilize_redis.backend.transition import Transition
 from stabilize_redis.dag.topological import validate_stage_graph
+from stabilize_redis.decisions.codec import unpack
+from stabilize_redis.decisions.common import attach, now_ms
+from stabilize_redis.decisions.layout import lay_out, meta_extras, workflow_from_hash
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.stage_plans import plan_remove, write_graph
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.errors import ConcurrencyError
-from stabilize_redis.handlers.base import attach, now_ms
 from stabilize_redis.keys import META_FIELD, partition_of
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import WorkflowStatus
@@ -44,7 +47,6 @@ from stabilize_redis.persistence.stage_reads import (
     read_stage_with_family,
     synthetic_stages,
 )
-from stabilize_redis.persistence.stage_writes import plan_remove, read_graph, read_removal, write_graph
 from stabilize_redis.persistence.transaction import RedisStoreTransaction
 from stabilize_redis.queue.messages import CompleteWorkflow, StartStage
 from stabilize_redis.validation import WorkflowValidationError
@@ -187,7 +189,7 @@ class RedisWorkflowStore:
 
     def remove_stage(self, execution: Workflow | str, stage_id: str) -> None:
         """Remove a stage and its synthetic descendants from the stored workflow, detaching
-        them from their neighbours (``persistence.stage_writes``); a stage that is not stored
+        them from their neighbours (``decisions.stage_plans``); a stage that is not stored
         is nothing to remove."""
         wid = execution if isinstance(execution, str) else execution.id
         for _ in range(self.conflict_retries):

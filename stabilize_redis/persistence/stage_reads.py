@@ -24,9 +24,10 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord, meta_from_dict
-from stabilize_redis.backend.redis_backend import RedisBackend, Snapshot
+from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.dag.outputs import merge_outputs_in_order
+from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
+from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.workflow import Workflow

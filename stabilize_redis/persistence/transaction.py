@@ -37,25 +37,24 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from stabilize_redis.backend.codec import ensure_plain, meta_from_dict
-from stabilize_redis.backend.layout import meta_extras
+from stabilize_redis.backend.graph_reads import read_graph, resolve_family
 from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.codec import ensure_plain, meta_from_dict
+from stabilize_redis.decisions.layout import meta_extras
+from stabilize_redis.decisions.stage_plans import (
+    Versions,
+    detached_copy,
+    plan_add,
+    updated_record,
+    workflow_of,
+    write_graph,
+)
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.workflow import PausedDetails, Workflow
 from stabilize_redis.persistence.errors import WorkflowNotFoundError
-from stabilize_redis.persistence.stage_writes import (
-    Versions,
-    detached_copy,
-    plan_add,
-    read_graph,
-    resolve_family,
-    updated_record,
-    workflow_of,
-    write_graph,
-)
 from stabilize_redis.queue.messages import Message, decode_message
 from stabilize_redis.support import check_message
 

@@ -17,7 +17,7 @@ class TaskResult:
     * ``target_stage_ref_id`` set together with REDIRECT requests a jump to that stage.
 
     ``context`` and ``outputs`` must be dicts of plain data that every store accepts (see
-    ``backend.codec.ensure_plain``: string keys; lists, str, bytes, bool, None, finite floats,
+    ``decisions.codec.ensure_plain``: string keys; lists, str, bytes, bool, None, finite floats,
     64-bit ints; no NUL characters; at most ``codec.MAX_DEPTH`` levels; ``codec.TEXT_TYPES``
     values such as a ``datetime`` are stored as their ``str``, like stabilize's ``default=str``).
     A result that is not fails the task once (TERMINAL, a ``StateEncodingError`` naming the key

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from stabilize_redis import Client, SplitType, Workflow, WorkflowStatus, WorkflowValidationError
-from stabilize_redis.backend.codec import pack, unpack
+from stabilize_redis.decisions.codec import pack, unpack
 from stabilize_redis.keys import META_FIELD, NamespaceKeys, partition_of, version_field
 from stabilize_redis.queue.messages import (
     CancelStage,

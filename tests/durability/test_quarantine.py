@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from stabilize_redis.backend.codec import pack, unpack
 from stabilize_redis.backend.redis_backend import RedisBackend
+from stabilize_redis.decisions.codec import pack, unpack
 from stabilize_redis.durability import quarantine
 from stabilize_redis.durability.snapshots import SnapshotStore, snapshot_fields
 from stabilize_redis.keys import EVENT_FIELD, META_FIELD

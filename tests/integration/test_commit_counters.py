@@ -8,7 +8,7 @@ import json
 
 from stabilize_redis import RedisWorkflowStore, Workflow
 from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import (
     COMPLETION_FIELD,
     HALTED_COUNTER,

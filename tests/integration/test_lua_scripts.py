@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from stabilize_redis.backend.scripts import Scripts, script_source
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import CONSUMER_GROUP, PartitionKeys
 from stabilize_redis.queue.messages import CompleteWorkflow, StartStage, StartWorkflow
 

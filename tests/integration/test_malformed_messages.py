@@ -11,7 +11,7 @@ import pytest
 
 from stabilize_redis import StageExecution, Task, TaskResult, WorkflowStatus
 from stabilize_redis.backend.redis_backend import Delivery, MisroutedDeliveryError
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.durability.recovery import find_stalled
 from stabilize_redis.queue.messages import (
     CancelStage,

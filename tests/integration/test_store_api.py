@@ -19,7 +19,7 @@ from stabilize_redis import (
     WorkflowStatus,
     WorkflowValidationError,
 )
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.queue.messages import Message, StartStage, StartWorkflow
 from tests.integration.support import Engine, make_engine, make_stage, make_workflow, stage_named, wait_until
 

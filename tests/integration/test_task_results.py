@@ -16,6 +16,7 @@ from stabilize_redis import (
     SkippableTask,
     StageExecution,
     Task,
+    TaskExecution,
     TaskResult,
     TransientError,
     WorkflowStatus,
@@ -687,3 +688,28 @@ def test_unregistered_task_fails_the_workflow_with_a_clear_error(target: Target)
     assert "no task registered" in first.context["error"]
     assert after.count == 0
     assert eng.queue.size() == 0
+
+
+class CleansUp(Task):
+    """Succeeds (or fails, for stages with context fail=True) and counts its on_cleanup calls."""
+
+    def __init__(self) -> None:
+        self.cleanups: list[tuple[str, str]] = []
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        return TaskResult.terminal("asked to fail") if stage.context.get("fail") else TaskResult.success()
+
+    def on_cleanup(self, stage: StageExecution) -> None:
+        self.cleanups.append((stage.ref_id, stage.status.name))
+
+
+def test_on_cleanup_runs_once_per_task_after_its_stage_has_ended(target: Target) -> None:
+    eng = make_engine(target)
+    task = CleansUp()
+    eng.registry.register("clean", task)
+    ok = make_stage("ok", "clean")
+    ok.tasks.append(TaskExecution.create(name="second", implementing_class="clean", stage_end=True))
+    ok.tasks[0].stage_end = False
+    result = eng.run(make_workflow(ok, make_stage("bad", "clean", ["ok"], context={"fail": True})))
+    assert result.status == WorkflowStatus.TERMINAL
+    assert sorted(task.cleanups) == [("bad", "TERMINAL"), ("ok", "SUCCEEDED"), ("ok", "SUCCEEDED")]

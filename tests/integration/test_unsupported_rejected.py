@@ -25,7 +25,7 @@ from stabilize_redis import (
     support,
 )
 from stabilize_redis.backend.redis_backend import Delivery
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.queue.messages import MESSAGE_TYPES, Message, SignalStage
 from stabilize_redis.support import DIRECTIVES, MESSAGE_TYPE_ENTRIES

@@ -2,7 +2,7 @@
 
 ``KitBackend`` stands in for ``RedisBackend`` as far as handlers reach it (``read``, ``commit``,
 ``stage_ids``, ``part``, ``keys``, ``dead_letter``, ``client.exists``). It holds workflow hashes
-as dicts laid out by ``backend.layout.lay_out`` (and stored as ``lua/submit.lua`` stores them:
+as dicts laid out by ``decisions.layout.lay_out`` (and stored as ``lua/submit.lua`` stores them:
 every field at version 1, ``ver`` 1), reads them with the contents ``RedisBackend.read`` returns
 (both its HMGET and its scripted form), and commits a ``Transition`` by handing the very
 arguments ``RedisBackend.commit`` sends to ``lua/commit.lua`` to its Python twin
@@ -24,11 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from stabilize_redis.backend.codec import StageRecord, decode_stage, encode_stage, meta_from_dict, unpack
-from stabilize_redis.backend.layout import lay_out, workflow_from_hash
-from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery, RedisBackend, Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery, RedisBackend
 from stabilize_redis.config import EngineConfig
+from stabilize_redis.decisions.codec import StageRecord, decode_stage, encode_stage, meta_from_dict, unpack
+from stabilize_redis.decisions.layout import lay_out, workflow_from_hash
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers import Handler, HandlerContext, default_handlers
 from stabilize_redis.keys import (
     COMPLETION_FIELD,

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.layout import lay_out, settlement
-from stabilize_redis.backend.transition import Transition, completion_payload
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.layout import lay_out, settlement
+from stabilize_redis.decisions.transition import Transition, completion_payload
 from stabilize_redis.durability.recovery_plan import decode_workflow
 from stabilize_redis.keys import (
     COMPLETION_FIELD,

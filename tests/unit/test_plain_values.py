@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowValidationError
-from stabilize_redis.backend.codec import (
+from stabilize_redis.decisions.codec import (
     MAX_DEPTH,
     StageRecord,
     StateEncodingError,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.layout import lay_out
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.layout import lay_out
 from stabilize_redis.durability.recovery_plan import (
     decode_workflow,
     describe,

@@ -4,8 +4,8 @@ workflow early (TERMINAL, CANCELED); a STOPPED branch alone waits for the others
 
 from __future__ import annotations
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.layout import lay_out
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.layout import lay_out
 from stabilize_redis.durability.recovery_plan import decode_workflow, describe, recovery_messages
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import WorkflowStatus as S

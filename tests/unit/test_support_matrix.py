@@ -20,7 +20,7 @@ import pytest
 
 import stabilize_redis.models as models_package
 from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowValidationError
-from stabilize_redis.backend.codec import StageRecord, decode_stage, encode_stage, pack, stored_form, unpack
+from stabilize_redis.decisions.codec import StageRecord, decode_stage, encode_stage, pack, stored_form, unpack
 from stabilize_redis.handlers import HANDLER_CLASSES
 from stabilize_redis.handlers.task_execution import Outcome, vet_outcome
 from stabilize_redis.models.multi_instance import MultiInstanceConfig

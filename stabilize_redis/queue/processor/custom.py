@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from stabilize_redis.backend.redis_backend import Delivery
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.stabilize_handler import StabilizeHandler
 from stabilize_redis.queue.messages import Message

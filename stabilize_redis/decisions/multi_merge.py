@@ -27,12 +27,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord
-from stabilize_redis.backend.redis_backend import Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.flow import activated_downstreams, is_multi_merge, release_after_completion
 from stabilize_redis.decisions.reset import reset_stage
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import dead_counter, join_counter, stage_field
-from stabilize_redis.models.stage import JoinType
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.tasks.registry import TaskRegistry
 
@@ -42,8 +43,6 @@ MM_FIRINGS = "_mm_firings"
 MM_DONE = "_mm_done"
 
 
-def is_multi_merge(rec: StageRecord) -> bool:
-    return rec.stage.join_type == JoinType.MULTI_MERGE and bool(rec.up)
 
 
 def merge_counters(stage_id: str) -> list[str]:
@@ -56,9 +55,6 @@ def merge_step(registry: TaskRegistry | None, t: Transition, snap: Snapshot, rec
     """Decide a StartStage of multi-merge stage ``rec`` into ``t`` (module docstring). ``snap``
     holds its upstreams and ``merge_counters``; and its downstreams with the settle counters
     when ``rec`` has finished a run (for the final release)."""
-    from stabilize_redis.handlers.flow import activated_downstreams, release_after_completion
-    from stabilize_redis.handlers.start_stage import claim_ready_stage
-
     stage = rec.stage
     if stage.status in (WorkflowStatus.RUNNING, WorkflowStatus.PAUSED, WorkflowStatus.SUSPENDED) \
             or stage.context.get(MM_DONE) or (stage.status.is_complete and stage.status.is_halt):
@@ -93,3 +89,6 @@ def merge_step(registry: TaskRegistry | None, t: Transition, snap: Snapshot, rec
         return
     t.expect_counter(dead_counter(rec.id), dead)
     t.set_threshold(join_counter(rec.id), joined + 1)
+
+
+__all__ = ["MM_CONSUMED", "MM_DONE", "MM_FIRINGS", "MM_TRIGGER", "is_multi_merge", "merge_counters", "merge_step"]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from ulid import ULID
 
-from stabilize_redis.backend.codec import StageRecord, encode_stage, meta_to_dict, pack
+from stabilize_redis.decisions.codec import StageRecord, encode_stage, meta_to_dict, pack
 from stabilize_redis.keys import (
     COMPLETION_FIELD,
     HALTED_COUNTER,
@@ -71,6 +72,7 @@ class Transition:
     messages: list[tuple[Message, float]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     notices: list[tuple[str, str]] = field(default_factory=list)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def check(self, field_name: str, version: int) -> None:
         self.checks[field_name] = version
@@ -153,6 +155,13 @@ class Transition:
         if message.message_id is None:
             message.message_id = new_message_id()
         self.messages.append((message, delay_seconds))
+
+    def on_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` (a user hook: ``Task.on_cleanup``) after this transition commits, and
+        only then: a decision itself calls no user code, and a CONFLICT's re-decision builds a
+        new transition, so the hook runs once per committed ending (at most once: a crash right
+        after the commit skips it). Not part of the plan the script sees."""
+        self.after_commit.append(action)
 
     def publish(self, channel: str, text: str) -> None:
         """PUBLISH ``text`` on ``channel`` if (and only if) the transition commits."""

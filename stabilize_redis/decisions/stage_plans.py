@@ -1,4 +1,6 @@
-"""Stage writes of the WorkflowStore API: ``store_stage``, ``add_stage``, ``remove_stage``.
+"""Stage writes of the WorkflowStore API (``store_stage``, ``add_stage``, ``remove_stage``) and of the
+engine (``plan_children``), planned into a Transition. Pure; what they read first is read by
+``backend.graph_reads``.
 
 Each is one ``commit.lua`` call whose read set holds every field it decided from, so a write
 racing an engine transition or another writer is refused (CONFLICT) instead of lost.
@@ -34,11 +36,11 @@ racing an engine transition or another writer is refused (CONFLICT) instead of l
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stabilize_redis.backend.codec import (
+from stabilize_redis.dag.topological import topological_sort
+from stabilize_redis.decisions.codec import (
     StageRecord,
     StateEncodingError,
     ensure_plain,
@@ -49,13 +51,11 @@ from stabilize_redis.backend.codec import (
     task_to_dict,
     unpack,
 )
-from stabilize_redis.backend.layout import dead_gate, join_gate, meta_extras, phase_counter, phase_counts
-from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.backend.transition import CounterOp, Transition
-from stabilize_redis.dag.topological import topological_sort
+from stabilize_redis.decisions.common import stage_event_data
+from stabilize_redis.decisions.layout import dead_gate, join_gate, meta_extras, phase_counter, phase_counts
+from stabilize_redis.decisions.transition import CounterOp, Transition
 from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.keys import (
-    META_FIELD,
     SETTLED_COUNTER,
     STAGE_IDS_FIELD,
     counter_field,
@@ -66,7 +66,6 @@ from stabilize_redis.keys import (
     stage_field,
     threshold_field,
     upstreams_field,
-    version_field,
 )
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.stage.phases import owner_of, phase_of
@@ -84,15 +83,6 @@ follow existing stages (nothing stored can require a stage that did not exist)."
 
 _MUTABLE = ("status", "context", "outputs", "tasks", "start", "end")
 """Stage-record keys ``store_stage`` writes (stabilize's UPDATE columns, plus the tasks)."""
-
-
-
-def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
-    """The data of a stage event (the same shape as the handlers' ``stage_event_data``)."""
-    s = rec.stage
-    return {"ref_id": s.ref_id, "type": s.type, "name": s.name, "start_time": s.start_time,
-            "is_synthetic": s.parent_stage_id is not None, "parent_stage_id": s.parent_stage_id,
-            "task_count": len(s.tasks), **extra}
 
 
 def workflow_of(stage: StageExecution) -> Workflow:
@@ -144,17 +134,6 @@ class GraphRead:
         t.counter_checks[threshold_field(SETTLED_COUNTER)] = self.settled_limit
         self.settled_limit += delta
         t.set_threshold(SETTLED_COUNTER, self.settled_limit)
-
-
-def read_graph(backend: RedisBackend, workflow_id: str) -> GraphRead | None:
-    """One HMGET of the fields ``GraphRead`` holds; None when the workflow is not in Redis."""
-    values = backend.client.hmget(backend.part(workflow_id).workflow(workflow_id), [
-        META_FIELD, version_field(META_FIELD), STAGE_IDS_FIELD, version_field(STAGE_IDS_FIELD),
-        counter_field(ADDED_COUNTER), threshold_field(SETTLED_COUNTER)])
-    if values[0] is None:
-        return None
-    return GraphRead(unpack(values[0]), int(values[1] or 0), list(unpack(values[2])) if values[2] else [],
-                     int(values[3] or 0), int(values[4] or 0), int(values[5] or 0))
 
 
 def _finished_ok(rec: StageRecord) -> bool:
@@ -244,7 +223,7 @@ def detached_copy(stage: StageExecution) -> StageExecution:
     return stage_from_dict(_copy_stage(stage, f"stage {stage.ref_id!r}"), stage.version).stage
 
 
-def _sibling_hints(stage: StageExecution) -> dict[str, list[str]]:
+def sibling_hints(stage: StageExecution) -> dict[str, list[str]]:
     """Ref id -> ids of the stages of the caller's workflow that are ``stage``'s siblings."""
     out: dict[str, list[str]] = {}
     if not stage.has_execution():
@@ -253,45 +232,6 @@ def _sibling_hints(stage: StageExecution) -> dict[str, list[str]]:
         if other.id != stage.id and other.parent_stage_id == stage.parent_stage_id:
             out.setdefault(other.ref_id, []).append(other.id)
     return out
-
-
-def resolve_family(backend: RedisBackend, workflow_id: str, stage: StageExecution,
-                   graph: GraphRead) -> tuple[list[StageRecord], StageRecord | None]:
-    """The stored upstream records of a stage about to be added (by its requisite refs among
-    its siblings) and its parent's record. WorkflowValidationError for a self edge, an unknown
-    requisite or parent, or a sibling that already has the stage's ref id."""
-    where = f"stage {stage.ref_id!r}"
-    if stage.ref_id in stage.requisite_stage_ref_ids:
-        raise WorkflowValidationError(f"{where}: requisite_stage_ref_ids: the stage requires itself")
-    hints = _sibling_hints(stage)
-    known = set(graph.ids)
-    wanted = [i for ref in stage.requisite_stage_ref_ids for i in hints.get(ref, []) if i in known]
-    wanted += [i for i in hints.get(stage.ref_id, []) if i in known]
-    if stage.parent_stage_id is not None:
-        wanted.append(stage.parent_stage_id)
-    records = backend.read(workflow_id, wanted).stages if wanted else {}
-
-    def siblings(recs: Iterable[StageRecord]) -> dict[str, StageRecord]:
-        return {r.stage.ref_id: r for r in recs if r.stage.parent_stage_id == stage.parent_stage_id
-                and r.id != stage.id}
-
-    by_ref = siblings(records.values())
-    if any(ref not in by_ref for ref in stage.requisite_stage_ref_ids):
-        records = backend.read(workflow_id, graph.ids).stages
-        by_ref = siblings(records.values())
-    if stage.ref_id in by_ref:
-        raise WorkflowValidationError(f"{where}: ref_id: duplicate_ref: another stage of workflow "
-                                      f"{workflow_id} already has ref_id {stage.ref_id!r}")
-    missing = sorted(ref for ref in stage.requisite_stage_ref_ids if ref not in by_ref)
-    if missing:
-        raise WorkflowValidationError(f"{where}: requisite_stage_ref_ids: unknown stage "
-                                      + ", ".join(repr(m) for m in missing))
-    parent = records.get(stage.parent_stage_id) if stage.parent_stage_id is not None else None
-    if stage.parent_stage_id is not None and parent is None:
-        raise WorkflowValidationError(f"{where}: parent_stage_id: stage {stage.parent_stage_id!r} "
-                                      f"is not a stage of workflow {workflow_id}")
-    ups = sorted((by_ref[ref] for ref in stage.requisite_stage_ref_ids), key=lambda r: r.id)
-    return ups, parent
 
 
 def _join_list(ids: list[str]) -> bytes:
@@ -422,32 +362,6 @@ class Removal:
     records: dict[str, StageRecord] = field(default_factory=dict)
 
 
-def read_removal(backend: RedisBackend, workflow_id: str, stage_id: str) -> Removal | None:
-    """The stage, its synthetic descendants, their neighbours and the downstreams' other
-    upstreams (reads per level of the graph around the stage); None when not stored."""
-    out = Removal()
-    level = [stage_id]
-    while level:
-        snap = backend.read(workflow_id, level)
-        found = [snap.stages[s] for s in level if s in snap.stages]
-        if stage_id not in out.removed and not found:
-            return None
-        out.removed.update({r.id: r for r in found})
-        level = [c for r in found for c in r.children if c not in out.removed]
-    around = {n for r in out.removed.values() for n in (*r.up, *r.down)}
-    top = out.removed[stage_id]
-    if top.stage.parent_stage_id is not None:
-        around.add(top.stage.parent_stage_id)
-    around -= set(out.removed)
-    snap = backend.read(workflow_id, sorted(around))
-    out.records.update(snap.stages)
-    downs = [r for r in snap.stages.values() if set(r.up) & set(out.removed)]
-    second = {u for d in downs for u in d.up} - set(out.records) - set(out.removed)
-    if second:
-        out.records.update(backend.read(workflow_id, sorted(second)).stages)
-    return out
-
-
 def plan_remove(t: Transition, graph: GraphRead, removal: Removal, stage_id: str) -> None:
     """Remove ``stage_id`` and its synthetic descendants in ``t`` (see the module docstring)."""
     gone = removal.removed
@@ -509,5 +423,5 @@ def _write_list(t: Transition, name: str, ids: list[str]) -> None:
 
 
 __all__ = ["ADDED_COUNTER", "GraphRead", "Versions", "detached_copy",
-           "plan_add", "plan_children", "plan_remove", "read_graph", "read_removal", "resolve_family", "updated_record", "workflow_of",
+           "plan_add", "plan_children", "plan_remove", "sibling_hints", "updated_record", "workflow_of",
            "write_graph"]

@@ -2,7 +2,7 @@
 CancelStage, and RunTask/CompleteTask through ``finish_stage``).
 
 Pure: they add to a Transition, never touch Redis. Joins and the workflow's completion are
-counters whose thresholds are stored in the workflow hash (``backend.layout``): a decision only
+counters whose thresholds are stored in the workflow hash (``decisions.layout``): a decision only
 adds to them, and the commit releases what a counter's threshold releases. The exception is the
 fused path, where a decision that *read* a counter one short of its threshold acts on it in the
 same commit (starts the downstream, or completes the workflow) and makes that value part of its
@@ -14,15 +14,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stabilize_redis.backend.codec import StageRecord, meta_from_dict
-from stabilize_redis.backend.layout import meta_extras, phase_counter
-from stabilize_redis.backend.redis_backend import Snapshot
-from stabilize_redis.backend.transition import Transition
+from stabilize_redis.decisions.claim import claim_ready_stage, report_expression_failure
+from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
+from stabilize_redis.decisions.layout import meta_extras, phase_counter
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
-from stabilize_redis.handlers.multi_merge import is_multi_merge
-from stabilize_redis.handlers.start_stage import claim_ready_stage, report_expression_failure
 from stabilize_redis.keys import HALTED_COUNTER, SETTLE_COUNTERS, SETTLED_COUNTER, join_counter
-from stabilize_redis.models.stage import SplitType
+from stabilize_redis.models.stage import JoinType, SplitType
 from stabilize_redis.models.stage.phases import owner_of, phase_of
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, ContinueParentStage, SkipStage, StartStage
@@ -67,6 +66,10 @@ def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[st
     else:
         stage.context.pop(SPLIT_CONDITION_ERRORS, None)
     return active
+
+
+def is_multi_merge(rec: StageRecord) -> bool:
+    return rec.stage.join_type == JoinType.MULTI_MERGE and bool(rec.up)
 
 
 def _live(snap: Snapshot) -> bool:

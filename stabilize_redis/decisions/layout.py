@@ -30,7 +30,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stabilize_redis.backend.codec import (
+from stabilize_redis.dag.topological import topological_sort
+from stabilize_redis.decisions.codec import (
     StageRecord,
     decode_stage,
     encode_stage,
@@ -39,7 +40,6 @@ from stabilize_redis.backend.codec import (
     pack,
     unpack,
 )
-from stabilize_redis.dag.topological import topological_sort
 from stabilize_redis.keys import (
     HALTED_COUNTER,
     META_FIELD,

@@ -1,0 +1,71 @@
+"""What every decision shares: the clock, the targets a message names, a partial Workflow of
+what was read, event data. Pure."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
+from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.models.task import TaskExecution
+from stabilize_redis.models.workflow import Workflow
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class UnknownTarget(Exception):
+    """Raised by a decision: the message names a workflow, stage or task that does not exist.
+    The text names it: 'workflow W', 'stage S of workflow W' or 'task T of stage S of workflow W'."""
+
+
+def known_workflow(snap: Snapshot) -> dict[str, Any]:
+    """The workflow meta read into ``snap``; UnknownTarget if the workflow does not exist."""
+    if snap.meta is None:
+        raise UnknownTarget(f"workflow {snap.workflow_id} does not exist")
+    return snap.meta
+
+
+def known_stage(snap: Snapshot, stage_id: str) -> StageRecord:
+    """The record of ``stage_id`` read into ``snap``; UnknownTarget if the workflow or the stage
+    does not exist (the snapshot must have been read with ``stage_id``)."""
+    known_workflow(snap)
+    rec = snap.stages.get(stage_id)
+    if rec is None:
+        raise UnknownTarget(f"stage {stage_id} of workflow {snap.workflow_id} does not exist")
+    return rec
+
+
+def known_task(snap: Snapshot, rec: StageRecord, task_id: str) -> TaskExecution:
+    """The task ``task_id`` of the stage ``rec``; UnknownTarget if the stage has no such task."""
+    task = next((t for t in rec.stage.tasks if t.id == task_id), None)
+    if task is None:
+        raise UnknownTarget(f"task {task_id} of stage {rec.id} of workflow {snap.workflow_id} does not exist")
+    return task
+
+
+def attach(snap: Snapshot) -> Workflow:
+    """A partial Workflow holding the stages read (strongly linked), for decisions and tasks."""
+    assert snap.meta is not None
+    wf = meta_from_dict(snap.meta)
+    wf.stages = [rec.stage for rec in snap.stages.values()]
+    for stage in wf.stages:
+        stage.set_execution_strong(wf)
+    return wf
+
+
+def stage_of(snap: Snapshot, stage_id: str) -> StageRecord | None:
+    return snap.stages.get(stage_id)
+
+
+def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
+    s = rec.stage
+    data: dict[str, Any] = {
+        "ref_id": s.ref_id, "type": s.type, "name": s.name, "start_time": s.start_time,
+        "is_synthetic": s.parent_stage_id is not None, "parent_stage_id": s.parent_stage_id,
+        "task_count": len(s.tasks),
+    }
+    data.update(extra)
+    return data
