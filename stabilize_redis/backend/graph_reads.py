@@ -94,3 +94,15 @@ def read_removal(backend: RedisBackend, workflow_id: str, stage_id: str) -> Remo
     if second:
         out.records.update(backend.read(workflow_id, sorted(second)).stages)
     return out
+
+
+def read_descendants(backend: RedisBackend, workflow_id: str, parents: Iterable[StageRecord]) -> dict[str, StageRecord]:
+    """The synthetic descendants of ``parents`` by id, read level by level (one round trip per
+    level, none without children): what a reset of the parents takes with it."""
+    found: dict[str, StageRecord] = {}
+    level = [p for p in parents if p.children]
+    while level:
+        read = backend.read(workflow_id, [c for p in level for c in p.children]).stages
+        found.update(read)
+        level = [k for k in read.values() if k.children]
+    return found

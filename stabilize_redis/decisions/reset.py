@@ -17,12 +17,12 @@ upstream's version, the commit CONFLICTs and the reset is decided again on the n
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from stabilize_redis.dag.lineage import materialize, merge_value
 from stabilize_redis.decisions.codec import StageRecord
-from stabilize_redis.decisions.layout import dead_gate, join_gate
+from stabilize_redis.decisions.layout import dead_gate, join_gate, phase_counter, phase_counts
 from stabilize_redis.decisions.snapshot import Region
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
@@ -76,6 +76,29 @@ def reset_stage(rec: StageRecord) -> list[str]:
         task.task_exception_details = {}
     rec.tries = {}
     rec.attempt += 1
+    return running
+
+
+def reset_children(t: Transition, parents: Iterable[StageRecord], descendants: Mapping[str, StageRecord]) -> list[str]:
+    """A reset of ``parents`` for a re-run takes their synthetic descendants (``descendants``, read
+    beforehand: ``backend.graph_reads.read_descendants``) back to NOT_STARTED in ``t``, with their
+    sibling join counters and the parents' phase counters at 0; each is written guarded by the
+    version it was read at. Returns the ids of their tasks that were running."""
+    running: list[str] = []
+    level = [p for p in parents if p.children]
+    while level:
+        kids: list[StageRecord] = []
+        for parent in level:
+            mine = [descendants[c] for c in parent.children if c in descendants]
+            for phase in phase_counts(mine):
+                t.reset_counter(phase_counter(parent.id, phase), 0)
+            kids += mine
+        for kid in kids:
+            running += reset_stage(kid)
+            t.write_stage(kid)
+            if kid.up:
+                t.reset_counter(join_counter(kid.id), 0)
+        level = [k for k in kids if k.children]
     return running
 
 

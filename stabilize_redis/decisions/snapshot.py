@@ -49,3 +49,6 @@ class Region(Snapshot):
     """The stages whose counters a reset recounts: the changed ones, their direct downstreams,
     and the stages below those settled as unable to run (with their downstreams)."""
     flags: dict[str, str] = field(default_factory=dict)
+    descendants: dict[str, StageRecord] = field(default_factory=dict)
+    """The synthetic descendants of the stages a reset will change, when the handler read them
+    (``backend.graph_reads.read_descendants``)."""

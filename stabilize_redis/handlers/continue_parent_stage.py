@@ -18,21 +18,18 @@ continuably, start the first task (no tasks: go on to the after phase); a halted
 fails the stage, and its tasks never run. STAGE_AFTER: the after phase
 (``complete_stage.complete_parent``).
 
-``reset_synthetic_children`` is the jump's part: a stage reset for a re-run takes its synthetic
-descendants back to NOT_STARTED too.
+A stage reset for a re-run (a jump, a restart) takes its synthetic descendants back to
+NOT_STARTED too (``decisions.reset.reset_children``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
-from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
+from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.claim import begin_task
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import attach, known_stage
-from stabilize_redis.decisions.layout import phase_counter, phase_counts
-from stabilize_redis.decisions.reset import reset_stage
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler, HandlerContext
@@ -45,7 +42,6 @@ from stabilize_redis.handlers.complete_stage import (
     read_family,
     start_phase,
 )
-from stabilize_redis.keys import join_counter
 from stabilize_redis.models.stage import PLANNING_FAILED, SyntheticStageOwner
 from stabilize_redis.models.stage.phases import BEFORE, phase_of
 from stabilize_redis.models.status import WorkflowStatus
@@ -107,31 +103,6 @@ def advance_before(ctx: HandlerContext, t: Transition, snap: Family, rec: StageR
     t.write_stage(rec)
 
 
-def reset_synthetic_children(backend: RedisBackend, t: Transition, parents: Iterable[StageRecord]) -> list[str]:
-    """A reset (jump) of ``parents`` for a re-run takes their synthetic descendants back to
-    NOT_STARTED in ``t`` (``decisions.reset.reset_stage``: tasks, outputs, run raised), with
-    their sibling join counters and the parents' phase counters at 0. Reads the children level
-    by level (O(descendants)); each record read and reset is written guarded by its version.
-    Returns the ids of their tasks that were running (to be told to cancel)."""
-    running: list[str] = []
-    level = [p for p in parents if p.children]
-    while level:
-        ids = [c for p in level for c in p.children]
-        read = backend.read(t.workflow_id, ids).stages
-        for parent in level:
-            kids = [read[c] for c in parent.children if c in read]
-            for phase in phase_counts(kids):
-                t.reset_counter(phase_counter(parent.id, phase), 0)
-        kids = [read[i] for i in ids if i in read]
-        for kid in kids:
-            running += reset_stage(kid)
-            t.write_stage(kid)
-            if kid.up:
-                t.reset_counter(join_counter(kid.id), 0)
-        level = [k for k in kids if k.children]
-    return running
-
-
 class ContinueParentStageHandler(Handler):
     message_type = ContinueParentStage
 
@@ -157,4 +128,4 @@ class ContinueParentStageHandler(Handler):
         return self.transact(message, delivery, lambda: read_family(self.backend, wid, sid), decide)
 
 
-__all__ = ["ContinueParentStageHandler", "advance_before", "reset_synthetic_children"]
+__all__ = ["ContinueParentStageHandler", "advance_before"]

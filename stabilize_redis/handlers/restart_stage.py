@@ -28,16 +28,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.claim import claim_ready_stage
 from stabilize_redis.decisions.codec import meta_from_dict
 from stabilize_redis.decisions.common import UnknownTarget, known_workflow, stage_event_data
 from stabilize_redis.decisions.layout import join_gate, meta_extras
-from stabilize_redis.decisions.reset import activates, recount, reset_stage
+from stabilize_redis.decisions.reset import activates, recount, reset_children, reset_stage
 from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
-from stabilize_redis.handlers.continue_parent_stage import reset_synthetic_children
 from stabilize_redis.keys import stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, RestartStage
@@ -59,7 +59,10 @@ class RestartStageHandler(Handler):
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def read() -> Snapshot:
-            return self.backend.read_region(wid, sid, sid, by_ref=False)
+            region = self.backend.read_region(wid, sid, sid, by_ref=False)
+            region.descendants = read_descendants(self.backend, wid, [region.stages[r] for r in region.scope
+                                                                      if r in region.stages])
+            return region
 
         def decide(snap: Snapshot) -> Transition:
             assert isinstance(snap, Region)
@@ -93,7 +96,7 @@ class RestartStageHandler(Handler):
             for rid in snap.scope:
                 canceled += reset_stage(snap.stages[rid])
                 t.write_stage(snap.stages[rid])
-            canceled += reset_synthetic_children(self.backend, t, [snap.stages[r] for r in snap.scope])
+            canceled += reset_children(t, [snap.stages[r] for r in snap.scope], snap.descendants)
             if wf.status.is_complete:
                 wf.status = WorkflowStatus.RUNNING
                 wf.end_time = None

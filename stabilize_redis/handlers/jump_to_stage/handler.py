@@ -27,16 +27,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.claim import claim_ready_stage, stale
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
 from stabilize_redis.decisions.common import UnknownTarget, known_workflow, now_ms, stage_event_data
 from stabilize_redis.decisions.flow import settle_stage
-from stabilize_redis.decisions.reset import finish_stage_as, recount, reset_stage
+from stabilize_redis.decisions.reset import finish_stage_as, recount, reset_children, reset_stage
 from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
-from stabilize_redis.handlers.continue_parent_stage import reset_synthetic_children
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, JumpToStage, Message
 
@@ -100,8 +100,13 @@ class JumpToStageHandler(Handler):
                 self._jump(t, region, source, message, count + 1, kw)
             return t
 
-        return self.transact(message, delivery,
-                             lambda: self.backend.read_region(wid, sid, message.target_stage_ref_id, by_ref=True),
+        def read() -> Snapshot:
+            region = self.backend.read_region(wid, sid, message.target_stage_ref_id, by_ref=True)
+            resets = [region.stages[r] for r in {*region.scope, sid} if r in region.stages]
+            region.descendants = read_descendants(self.backend, wid, resets)
+            return region
+
+        return self.transact(message, delivery, read,
                              decide)
 
     def _fail(self, t: Transition, source: StageRecord, reason: str, kw: dict[str, Any]) -> None:
@@ -131,7 +136,7 @@ class JumpToStageHandler(Handler):
         for rid in reset:
             canceled += reset_stage(stages[rid])
             t.write_stage(stages[rid])
-        canceled += reset_synthetic_children(self.backend, t, [stages[rid] for rid in reset])
+        canceled += reset_children(t, [stages[rid] for rid in reset], region.descendants)
         changed = list(reset)
         skipped: list[str] = []
         if not region.backward:
