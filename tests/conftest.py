@@ -21,6 +21,7 @@ import redis
 from stabilize_redis.backend.connection import reset_embedded
 from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.support import withdraw_message_type
+from tests.namespaces import delete_namespace
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -72,19 +73,6 @@ def redis_url() -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait()
-
-
-def delete_namespace(url: str, namespace: str) -> None:
-    """Remove every key of a namespace this test created (and nothing else)."""
-    client = redis.Redis.from_url(url)
-    batch = []
-    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.delete(*batch)
-            batch.clear()
-    if batch:
-        client.delete(*batch)
 
 
 @pytest.fixture

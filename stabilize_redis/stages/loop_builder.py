@@ -48,6 +48,15 @@ def _check(max_iterations: int, body_stages: list[StageExecution]) -> None:
         raise ValueError("a loop needs at least one body stage")
 
 
+def _chained(body_stages: list[StageExecution], after: str) -> list[StageExecution]:
+    """``body_stages`` as a chain after stage ``after`` (each requires the one before it)."""
+    previous = after
+    for body in body_stages:
+        body.requisite_stage_ref_ids = {previous}
+        previous = body.ref_id
+    return body_stages
+
+
 class LoopBuilder:
     """Builds the stages of a structured loop; see the module docstring."""
 
@@ -77,12 +86,8 @@ class LoopBuilder:
                      LOOP_MAX_ITERATIONS: max_iterations, LOOP_ITERATION: 0, LOOP_EXIT_REF: loopback_ref,
                      "_max_jumps": jumps},
         ), "Loop Condition Check", "LoopConditionTask")
-        stages = [check]
-        previous = condition_ref
-        for body in body_stages:
-            body.requisite_stage_ref_ids = {previous}
-            previous = body.ref_id
-            stages.append(body)
+        stages = [check, *_chained(body_stages, condition_ref)]
+        previous = stages[-1].ref_id
         back = _one_task(StageExecution.create(
             type="noop", name=f"{loop_ref_prefix} loop back", ref_id=loopback_ref,
             context={LOOP_ID: loop_ref_prefix, LOOP_TYPE: WHILE, LOOP_TARGET: condition_ref, "_max_jumps": jumps},
@@ -114,12 +119,8 @@ class LoopBuilder:
             type="noop", name=f"{loop_ref_prefix} entry", ref_id=entry_ref,
             context={**(context or {}), LOOP_ID: loop_ref_prefix, LOOP_TYPE: REPEAT_UNTIL, LOOP_ITERATION: 0},
         ), "Loop Entry", "LoopEntryTask")
-        stages = [entry]
-        previous = entry_ref
-        for body in body_stages:
-            body.requisite_stage_ref_ids = {previous}
-            previous = body.ref_id
-            stages.append(body)
+        stages = [entry, *_chained(body_stages, entry_ref)]
+        previous = stages[-1].ref_id
         check = _one_task(StageExecution.create(
             type="noop", name=f"{loop_ref_prefix} condition check", ref_id=condition_ref,
             context={LOOP_ID: loop_ref_prefix, LOOP_TYPE: REPEAT_UNTIL, LOOP_CONDITION: condition,

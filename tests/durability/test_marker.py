@@ -19,7 +19,7 @@ from stabilize_redis.durability.marker import EXIT_NAMESPACE_LOST, NamespaceGuar
 from stabilize_redis.durability.restore import restore_namespace
 from stabilize_redis.durability.snapshots import SnapshotStore
 from stabilize_redis.keys import NamespaceKeys
-from tests.conftest import delete_namespace
+from tests.namespaces import delete_namespace
 from tests.durability.support import checkpointer
 from tests.integration.support import wait_until
 

@@ -41,6 +41,15 @@ def workers(url: str, ns: str, count: int = 2) -> Iterator[list[subprocess.Popen
                 p.wait(5)
 
 
+def run_all(url: str, ns: str, workflows: list[Workflow]) -> list[Workflow]:
+    """Submit ``workflows`` to two worker processes and wait until each has finished."""
+    client = connect(url, ns)
+    with workers(url, ns):
+        for wf in workflows:
+            client.submit(wf)
+        return [client.wait(wf.id, timeout=90) for wf in workflows]
+
+
 def fan_out_loop() -> Workflow:
     # T -> (S, R1, R2) -> J; S jumps back to T once, after R1 and R2 have started.
     return Workflow.create(application="itest", name="jump in a fan-out", stages=[
@@ -87,12 +96,9 @@ def chain_loop(length: int, loops: int) -> Workflow:
 
 def test_many_loops_racing_across_processes_each_run_every_pass_exactly_once(real_target: RealTarget) -> None:
     url, ns = real_target
-    client, raw = connect(url, ns), redis.Redis.from_url(url)
+    raw = redis.Redis.from_url(url)
     workflows = [chain_loop(5, 3) for _ in range(30)]
-    with workers(url, ns):
-        for wf in workflows:
-            client.submit(wf)
-        done = [client.wait(wf.id, timeout=90) for wf in workflows]
+    done = run_all(url, ns, workflows)
     for wf in done:
         assert wf.status == WorkflowStatus.SUCCEEDED, wf.id
         runs = {k.decode(): int(v) for k, v in raw.hgetall(f"{ns}:test:exec:{wf.id}").items()}
@@ -113,12 +119,9 @@ def merge_fan_in(width: int) -> Workflow:
 
 def test_a_multi_merge_runs_once_per_upstream_when_upstreams_finish_together(real_target: RealTarget) -> None:
     url, ns = real_target
-    client, raw = connect(url, ns), redis.Redis.from_url(url)
+    raw = redis.Redis.from_url(url)
     workflows = [merge_fan_in(8) for _ in range(10)]
-    with workers(url, ns):
-        for wf in workflows:
-            client.submit(wf)
-        done = [client.wait(wf.id, timeout=90) for wf in workflows]
+    done = run_all(url, ns, workflows)
     for wf in done:
         assert wf.status == WorkflowStatus.SUCCEEDED, wf.id
         runs = {k.decode(): int(v) for k, v in raw.hgetall(f"{ns}:test:exec:{wf.id}").items()}

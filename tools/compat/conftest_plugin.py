@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from stabilize_redis import (
     Orchestrator,
@@ -50,6 +49,7 @@ from stabilize_redis import (
 from stabilize_redis.backend.connection import reset_embedded
 from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.support import withdraw_message_type
+from tests.namespaces import delete_namespace
 from tools.compat import shim
 
 shim.install()
@@ -63,19 +63,6 @@ BACKENDS = ("sqlite", "postgres")
 def redis_url() -> str:
     """The real Redis the ``postgres`` parametrisation and the file fixtures use."""
     return os.environ.get("STABILIZE_TEST_REDIS_URL") or DEFAULT_REDIS_URL
-
-
-def _delete_namespace(url: str, namespace: str) -> None:
-    """Remove every key of ``namespace`` (created by this test) and nothing else."""
-    client = redis.Redis.from_url(url)
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"{namespace}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            client.delete(*batch)
-            batch.clear()
-    if batch:
-        client.delete(*batch)
 
 
 # -- stabilize's shared test tasks (same names and results as in its conftest) ----------------
@@ -125,7 +112,7 @@ class _Namespaces:
             if url is None:
                 reset_embedded(namespace)
             else:
-                _delete_namespace(url, namespace)
+                delete_namespace(url, namespace)
 
 
 _processors: list[QueueProcessor] = []
