@@ -18,10 +18,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from stabilize_redis.backend.connection import reset_embedded
+from stabilize_redis.backend.connection import delete_namespace, reset_embedded
 from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.support import withdraw_message_type
-from tests.namespaces import delete_namespace
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 

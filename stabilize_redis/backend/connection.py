@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 
-from stabilize_redis.keys import DEFAULT_NAMESPACE
+from stabilize_redis.keys import DEFAULT_NAMESPACE, namespace_glob
 from stabilize_redis.redaction import redact
 
 log = logging.getLogger("stabilize_redis.connection")
@@ -131,3 +131,20 @@ def reset_embedded(namespace: str | None = None) -> None:
             _embedded.clear()
         else:
             _embedded.pop(namespace, None)
+
+
+def delete_namespace(url: str, namespace: str) -> int:
+    """Delete every key of ``namespace`` on the Redis at ``url`` - and nothing else (the keys
+    ``keys.namespace_glob`` matches), in batches; returns how many. Destructive: for tests and
+    for an operator dropping a namespace no worker uses any more."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=namespace_glob(namespace), count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += int(client.delete(*batch))
+            batch.clear()
+    if batch:
+        deleted += int(client.delete(*batch))
+    return deleted

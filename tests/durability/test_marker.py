@@ -15,11 +15,11 @@ import redis
 from psycopg import sql
 
 from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
+from stabilize_redis.backend.connection import delete_namespace
 from stabilize_redis.durability.marker import EXIT_NAMESPACE_LOST, NamespaceGuard
 from stabilize_redis.durability.restore import restore_namespace
 from stabilize_redis.durability.snapshots import SnapshotStore
 from stabilize_redis.keys import NamespaceKeys
-from tests.namespaces import delete_namespace
 from tests.durability.support import checkpointer
 from tests.integration.support import wait_until
 

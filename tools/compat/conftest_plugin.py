@@ -46,10 +46,9 @@ from stabilize_redis import (
     TaskRegistry,
     TaskResult,
 )
-from stabilize_redis.backend.connection import reset_embedded
+from stabilize_redis.backend.connection import delete_namespace, reset_embedded
 from stabilize_redis.backend.registry import forget_backends
 from stabilize_redis.support import withdraw_message_type
-from tests.namespaces import delete_namespace
 from tools.compat import shim
 
 shim.install()
