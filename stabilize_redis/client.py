@@ -16,7 +16,7 @@ from stabilize_redis.keys import META_FIELD, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
-from stabilize_redis.queue.messages import CancelWorkflow, RestartStage
+from stabilize_redis.queue.messages import CancelWorkflow, RestartStage, SignalStage
 from stabilize_redis.queue.redis_queue import RedisQueue
 from stabilize_redis.validation import validate_workflow
 
@@ -140,6 +140,34 @@ class Client:
             raise StageError(f"workflow {workflow_id} has no stage with id or ref id {stage_ref_or_id!r}",
                              execution_id=workflow_id)
         self.queue.push(RestartStage(execution_id=workflow_id, stage_id=stage_id))
+        return stage_id
+
+    def signal(self, workflow_id: str, stage_ref_or_id: str, name: str, data: dict[str, object] | None = None,
+               persistent: bool = True) -> str:
+        """Enqueue a SignalStage for a stage named by its id or its ref id (a top-level stage) and
+        return the stage id. A SUSPENDED stage resumes with ``_signal_name``/``_signal_data`` in
+        its context; a stage not suspended yet buffers a ``persistent`` signal (consumed when it
+        suspends) and discards a transient one (``handlers.signal_stage``).
+
+        Raises WorkflowNotFoundError when the workflow is not in Redis and StageError when it has
+        no stage with that id or ref id; ValueError when ``data`` cannot be sent."""
+        stage_id = self._stage_id(workflow_id, stage_ref_or_id, "signaled")
+        self.queue.push(SignalStage(execution_id=workflow_id, stage_id=stage_id, signal_name=name,
+                                    signal_data=dict(data or {}), persistent=persistent))
+        return stage_id
+
+    def _stage_id(self, workflow_id: str, stage_ref_or_id: str, verb: str) -> str:
+        key = self.backend.part(workflow_id).workflow(workflow_id)
+        meta, own, by_ref = self.backend.client.hmget(key, META_FIELD, stage_field(stage_ref_or_id),
+                                                      ref_field(stage_ref_or_id))
+        if meta is None:
+            raise WorkflowNotFoundError(
+                f"workflow {workflow_id} is not in Redis (never submitted, or finished and evicted after "
+                f"the retention period); only a workflow still in Redis can be {verb}", execution_id=workflow_id)
+        stage_id = stage_ref_or_id if own is not None else by_ref.decode() if by_ref is not None else None
+        if stage_id is None:
+            raise StageError(f"workflow {workflow_id} has no stage with id or ref id {stage_ref_or_id!r}",
+                             execution_id=workflow_id)
         return stage_id
 
     def events(self, workflow_id: str) -> builtins.list[dict[str, object]]:

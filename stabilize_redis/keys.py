@@ -266,10 +266,39 @@ def settled_flag_field(stage_id: str) -> str:
     return f"z:{stage_id}"
 
 
+SIGNAL_BUFFER_PREFIX = "g:"
+
+
+def signal_buffer_field(stage_id: str) -> str:
+    """Versioned: the persistent signals buffered for a stage that was not SUSPENDED when they
+    arrived (msgpack list of ``{"signal_name", "signal_data"}``, oldest first), consumed by the
+    commit that suspends the stage (``handlers.signal_stage``). Never deleted, only rewritten,
+    so its version only grows."""
+    return f"{SIGNAL_BUFFER_PREFIX}{stage_id}"
+
+
 def ref_field(ref_id: str) -> str:
     """Plain: the id of the top-level stage with this ref id (the first, if several), for
     lookups by ref id in Lua (``lua/read_region.lua``); written at layout and by add_stage."""
     return f"r:{ref_id}"
+
+
+def mutex_field(mutex_key: str) -> str:
+    """Versioned: the state of one mutex of a workflow (``decisions.mutex``: its holder, the run
+    of the holder that took it, the waiting stages in arrival order). Absent: free, no waiters."""
+    return f"mx:{mutex_key}"
+
+
+def choice_field(group: str) -> str:
+    """Versioned: the id of the stage that won deferred choice ``group`` (``decisions.deferred_choice``).
+    Absent: not decided yet."""
+    return f"dc:{group}"
+
+
+def choice_members_field(group: str) -> str:
+    """Plain, space-separated ids of the top-level stages of deferred choice ``group``, written
+    at layout: the siblings its winner's commit cancels."""
+    return f"dm:{group}"
 
 
 LUA_NAMES: dict[str, str] = {

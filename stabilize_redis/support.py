@@ -70,16 +70,35 @@ RESTART = Feature("restart", f"restarting a stage (RestartStage) is {_YET}",
                       "test_restart_after_a_terminal_failure_reruns_the_stage_and_its_downstreams_and_the_workflow_succeeds",
                       "tests/integration/test_restart.py::test_restart_re_arms_completion_exactly_once",
                       "tests/integration/test_restart.py::test_a_stale_message_of_the_old_run_is_discarded"))
-SIGNALS = Feature("signals", f"signals (TaskResult.suspend, SignalStage; WCP-23/24) are {_YET}")
-MUTEX = Feature("mutex", f"mutual exclusion (mutex_key; WCP-17/39/40) is {_YET}")
-DEFERRED_CHOICE = Feature("deferred choice", f"deferred choice (deferred_choice_group; WCP-16) is {_YET}")
+SIGNALS = Feature("signals", f"signals (TaskResult.suspend, SignalStage; WCP-23/24) are {_YET}",
+                  executed=True, tests=(
+                      "tests/integration/test_signals.py::test_a_suspended_stage_resumes_once_with_the_signal_data",
+                      "tests/integration/test_signals.py::"
+                      "test_a_persistent_signal_sent_before_the_suspension_resumes_it_at_once_and_exactly_once",
+                      "tests/processes/test_signal_races.py::"
+                      "test_persistent_signals_racing_the_suspension_resume_each_stage_exactly_once"))
+MUTEX = Feature("mutex", f"mutual exclusion (mutex_key; WCP-17/39/40) is {_YET}", executed=True, tests=(
+    "tests/integration/test_mutex.py::test_stages_sharing_a_mutex_never_overlap_and_waiters_run_in_arrival_order",
+    "tests/integration/test_mutex.py::test_a_holder_that_fails_hands_the_mutex_to_the_next_waiter",
+    "tests/processes/test_mutex_races.py::test_mutex_holders_never_overlap_across_worker_processes"))
+DEFERRED_CHOICE = Feature("deferred choice", f"deferred choice (deferred_choice_group; WCP-16) is {_YET}",
+                          executed=True, tests=(
+    "tests/integration/test_deferred_choice.py::test_the_first_start_wins_and_its_siblings_are_canceled_without_running",
+    "tests/processes/test_mutex_races.py::test_exactly_one_deferred_choice_branch_runs_per_workflow"))
+EXCLUSION_PLACES = ("a mutex_key or deferred_choice_group on a synthetic stage or a MULTI_MERGE join is "
+                    f"{_YET}")
 MILESTONES = Feature("milestones", f"milestones (milestone_ref_id/milestone_status; WCP-18) are {_YET}")
 CANCEL_REGIONS = Feature("cancel regions", f"cancel regions (cancel_region, CancelRegion; WCP-25) are {_YET}")
 MULTI_INSTANCE = Feature("multi-instance", f"multi-instance stages (mi_config, AddMultiInstance; WCP-12..15) are {_YET}")
 MULTI_MERGE = Feature("multi-merge", f"JoinType.MULTI_MERGE (WCP-8: one run per upstream completion) is {_YET}",
                       executed=True, tests=("tests/integration/test_multi_merge.py::"
                                             "test_a_multi_merge_runs_once_per_upstream_each_over_that_upstreams_outputs",))
-REDUCERS = Feature("output reducers", f"output reducers (output_reducers, context['_output_reducers']) are {_YET}")
+REDUCERS = Feature("output reducers", f"output reducers (output_reducers, context['_output_reducers']) are {_YET}",
+                   executed=True, tests=(
+                       "tests/integration/test_reducers.py::"
+                       "test_collect_in_a_two_of_three_quorum_gathers_exactly_the_findings_that_counted",
+                       "tests/integration/test_reducers.py::test_the_fused_single_upstream_start_applies_the_reducer",
+                       "tests/integration/test_reducers.py::test_a_failing_reducer_fails_the_join_naming_the_stage_and_key"))
 CONCURRENCY = Feature("concurrency limits", "workflow concurrency limits (is_limit_concurrent, "
                       f"max_concurrent_executions, keep_waiting_pipelines, StartWaitingWorkflows) are {_YET}")
 SUB_WORKFLOWS = Feature("sub-workflows", f"sub-workflows (context['_sub_workflow_config']; WCP-22) are {_YET}")
@@ -247,12 +266,20 @@ STAGE: dict[str, Entry] = {
     "split_conditions": partly("an OR split's expression per downstream ref id", SPLIT_RULE,
                                lambda v, s: bool(v) and s.owner.split_type is not SplitType.OR, {"next": "ok"}),
     "mi_config": uses(MULTI_INSTANCE, MultiInstanceConfig()),
-    "deferred_choice_group": uses(DEFERRED_CHOICE, "pick-one"),
+    "deferred_choice_group": done("of the top-level stages of one group, the first whose start commits runs; that "
+                                  "commit cancels the others (decisions.deferred_choice)",
+                                  "tests/integration/test_deferred_choice.py::"
+                                  "test_racing_starts_of_two_siblings_cannot_both_win"),
     "milestone_ref_id": uses(MILESTONES, "gate"),
     "milestone_status": uses(MILESTONES, "RUNNING"),
-    "mutex_key": uses(MUTEX, "db-migration"),
+    "mutex_key": done("top-level stages of one workflow sharing it never run at the same time; a blocked one "
+                      "waits in the mutex's queue and is started by the release (decisions.mutex)",
+                      "tests/integration/test_mutex.py::test_racing_starts_cannot_both_take_the_mutex"),
     "cancel_region": uses(CANCEL_REGIONS, "region-a"),
-    "output_reducers": uses(REDUCERS, {"items": "collect"}),
+    "output_reducers": done("a join's context gets, per key, the named reducer (collect, sum, merge, first, last, "
+                            "... or register_reducer) over the values of the upstreams that released it",
+                            "tests/integration/test_reducers.py::"
+                            "test_sum_merge_first_last_combine_the_branches_in_topological_order"),
     "_execution": done("the in-memory link to the workflow; not stored"),
 }
 
@@ -312,7 +339,9 @@ STAGE_CONTEXT: dict[str, Entry] = {
     "_on_failure_stage": state("set on the synthetic stages a builder's on_failure_stages built: they run "
                                "only when their parent fails"),
     "beforeStagePlanningFailed": state("the stage's builder (or a stage it built) failed; the stage fails"),
-    "_output_reducers": uses(REDUCERS, {"items": "collect"}),
+    "_signal_name": state("the name of the signal that last resumed the stage (SignalStage)"),
+    "_signal_data": state("the data of the signal that last resumed the stage (SignalStage)"),
+    "_output_reducers": done("output_reducers as stored: read when the field is empty"),
     "_sub_workflow_config": uses(SUB_WORKFLOWS, {"name": "child", "stages": []}),
 }
 """Stage context keys stabilize gives a meaning to (any other key is the user's data)."""
@@ -344,7 +373,10 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
                                 "tests/integration/test_synthetic_stages.py::test_a_failing_before_stage_prevents_the_parent_tasks_and_its_after_stages"),
     "JumpToStage": done("resets the region a jump re-runs and starts the target, in one commit",
                         "tests/integration/test_jumps.py::test_a_pushed_jump_to_stage_reruns_a_finished_stage"),
-    "SignalStage": needs_all(SIGNALS),
+    "SignalStage": done("resumes a SUSPENDED stage's task with the signal; a persistent signal to a stage not "
+                        "suspended is buffered (bounded) and consumed by the commit that suspends it; a transient "
+                        "one is discarded", "tests/integration/test_signals.py::"
+                        "test_a_transient_signal_sent_early_is_discarded_and_says_so"),
     "CancelRegion": needs_all(CANCEL_REGIONS),
     "AddMultiInstance": needs_all(MULTI_INSTANCE),
     "StartTask": done("starts a task"),
@@ -392,9 +424,9 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "attempt_token": done("task messages and JumpToStage: the run of the stage they belong to; one of an "
                           "earlier run (before a jump or restart reset the stage) is discarded",
                           "tests/integration/test_jumps.py::test_a_stale_task_completion_after_a_jump_is_discarded"),
-    "signal_name": part_of(SIGNALS),
-    "signal_data": part_of(SIGNALS),
-    "persistent": part_of(SIGNALS),
+    "signal_name": done("SignalStage: the stage context's _signal_name when it resumes"),
+    "signal_data": done("SignalStage: the stage context's _signal_data when it resumes"),
+    "persistent": done("SignalStage: buffer the signal if the stage is not SUSPENDED yet (else discard it)"),
     "region": part_of(CANCEL_REGIONS),
     "instance_context": part_of(MULTI_INSTANCE),
 }
@@ -414,7 +446,9 @@ DIRECTIVES: dict[str, Entry] = {
     "SKIPPED": done("the task is skipped"),
     "CANCELED": done("the task is canceled"),
     "STOPPED": done("the task stopped; the stage stops"),
-    "SUSPENDED": uses(SIGNALS, TaskResult.suspend()),
+    "SUSPENDED": done("TaskResult.suspend(): the task and stage wait SUSPENDED for a SignalStage (a buffered "
+                      "persistent signal resumes them in the same commit)",
+                      "tests/integration/test_signals.py::test_a_suspended_stage_resumes_once_with_the_signal_data"),
     "REDIRECT": done("without a target (TaskResult.redirect()) the task fails TERMINAL with context['error'], "
                      "as in stabilize"),
     JUMP_TO: done("the workflow jumps to the target stage (handlers.jump_to_stage)",
@@ -512,6 +546,10 @@ def check_stage(stage: StageExecution) -> None:
     """``check_workflow`` for one stage, its tasks and its multi-instance config (for every path
     that stores a stage, such as adding one to a running workflow)."""
     at = f"stage {stage.ref_id!r}: "
+    if (stage.mutex_key or stage.deferred_choice_group) and (
+            stage.parent_stage_id is not None or stage.join_type is JoinType.MULTI_MERGE):
+        name = "mutex_key" if stage.mutex_key else "deferred_choice_group"
+        raise NotExecutedError(f"{at}{name}: {EXCLUSION_PLACES}")
     if stage.mi_config is not None:
         _check(stage.mi_config, Slot(stage.mi_config, stage), at + "mi_config.")
     _check(stage, Slot(stage), at)

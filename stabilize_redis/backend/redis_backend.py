@@ -213,6 +213,16 @@ class RedisBackend:
                     limits[name] = int(rest[i + 4])
         return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]), limits)
 
+    def read_fields(self, workflow_id: str, names: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
+        """One HMGET: each versioned hash field of ``names`` with its version (``(None, 0)`` when
+        missing). For decisions over a field outside the Snapshot (a stage's signal buffer):
+        the commit checks the version read (``t.check``), so a separate read stays exact."""
+        fields: list[str] = []
+        for name in names:
+            fields += [name, version_field(name)]
+        values = self.client.hmget(self.part(workflow_id).workflow(workflow_id), fields) if fields else []
+        return {name: (values[2 * i], _int(values[2 * i + 1])) for i, name in enumerate(names)}
+
     def read_region(self, workflow_id: str, source_id: str, target: str, *, by_ref: bool,
                     counters: Sequence[str] = ()) -> Region:
         """One round trip (``lua/read_region.lua``): the region a reset of ``target`` (a ref id

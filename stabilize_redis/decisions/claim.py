@@ -4,6 +4,7 @@ task begun) and beginning a task, and the stale-attempt rule. Pure: into a Trans
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from stabilize_redis.dag.lineage import (
@@ -15,6 +16,7 @@ from stabilize_redis.dag.lineage import (
 )
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import now_ms, stage_event_data
+from stabilize_redis.decisions.mutex import needs_exclusion
 from stabilize_redis.decisions.reset import strip_inherited
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import check_stage_enabled
@@ -27,8 +29,10 @@ from stabilize_redis.queue.messages import (
     JumpToStage,
     RunTask,
     SkipStage,
+    StartStage,
     TaskLevel,
 )
+from stabilize_redis.reducers.fan_in import reduce_fan_in
 from stabilize_redis.stages.builder import planner_for
 from stabilize_redis.tasks.registry import TaskRegistry
 
@@ -64,7 +68,8 @@ def starts_by_phases(rec: StageRecord, registry: TaskRegistry | None) -> bool:
 
 
 def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRecord, ups: list[StageRecord],
-                      kw: dict[str, Any], inherited: Lineage | None = None) -> None:
+                      kw: dict[str, Any], inherited: Lineage | None = None,
+                      gate: Callable[[Transition, StageRecord], bool] | None = None) -> None:
     """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
     skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,
     its context over its ancestors' outputs, and its first task started - all into ``t``.
@@ -73,8 +78,14 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     Used by StartStage and by the commit that completes a stage's only upstream.
     ``inherited``: the lineage a synthetic stage with no sibling upstream takes from its parent
     (``continue_parent_stage.parent_lineage``). A stage that ``starts_by_phases`` gets a
-    ContinueParentStage(STAGE_BEFORE) instead of its first task."""
+    ContinueParentStage(STAGE_BEFORE) instead of its first task.
+    A stage with a ``mutex_key`` or ``deferred_choice_group`` starts only past ``gate``
+    (``decisions.mutex.start_gate``, built from what StartStage read): False leaves it waiting
+    or canceled as the gate decided; with no gate it is sent a StartStage instead."""
     stage = rec.stage
+    if gate is None and needs_exclusion(stage):
+        t.push(StartStage(stage_id=rec.id, **kw))
+        return
     lineage = union_lineages([*(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups),
                               *([inherited] if inherited else [])])
     ancestors = materialize(lineage)
@@ -90,15 +101,18 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     if not enabled or expired:
         t.push(SkipStage(stage_id=rec.id, **kw))
         return
+    if gate is not None and not gate(t, rec):
+        return
     stage.status = WorkflowStatus.RUNNING
     stage.start_time = now_ms()
     strip_inherited(rec)
     rec.shadowed = {k: v for k, v in stage.context.items() if k in ancestors}
     stage.context = context_with_ancestors(stage.context, ancestors)
     rec.anc = lineage
+    reduced = reduce_fan_in(t, rec, ups)  # output_reducers; False: one failed, the phases path fails the stage
     t.event("stage.started", "stage", rec.id, stage_event_data(rec))
     first = stage.first_task()
-    if starts_by_phases(rec, registry):
+    if starts_by_phases(rec, registry) or not reduced:
         t.push(ContinueParentStage(stage_id=rec.id, phase=SyntheticStageOwner.STAGE_BEFORE, **kw))
     elif first is not None:
         first.stage_start = True

@@ -19,6 +19,8 @@ from the statuses the workflow is stored with (``settlement``, the same recount 
   ``models.stage.phases``): children of that phase finished continuably; threshold: the
   number of children in the phase. Reaching it releases ContinueParentStage for P.
 
+Each ``deferred_choice_group`` gets the ids of its top-level stages (``keys.choice_members_field``).
+
 Ranks (``StageRecord.rank``, the order ancestors' outputs merge in) put every stage after its
 parent and its sibling upstreams: the top-level stages in topological order, then each
 parent's children, level by level, in topological order among siblings.
@@ -46,6 +48,7 @@ from stabilize_redis.keys import (
     SETTLED_COUNTER,
     STAGE_IDS_FIELD,
     STATUS_FIELD,
+    choice_members_field,
     counter_field,
     dead_counter,
     downstreams_field,
@@ -255,6 +258,12 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
             fields[downstreams_field(rec.id)] = " ".join(rec.down).encode()
     for stage in reversed(top):  # the first top-level stage of a ref id wins (stage_by_ref_id)
         fields[ref_field(stage.ref_id)] = stage.id.encode()
+    groups: dict[str, list[str]] = {}
+    for stage in top:  # the siblings a deferred choice's winner cancels (decisions.deferred_choice)
+        if stage.deferred_choice_group:
+            groups.setdefault(stage.deferred_choice_group, []).append(stage.id)
+    for group, members in groups.items():
+        fields[choice_members_field(group)] = " ".join(members).encode()
     fields.update(counter_fields(records, settlement(records)))
     fields.update(phase_counter_fields(records))
     return fields

@@ -27,7 +27,7 @@ from stabilize_redis.decisions.snapshot import Region
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.keys import dead_counter, join_counter, stage_field
-from stabilize_redis.models.stage import SplitType
+from stabilize_redis.models.stage import PLANNING_FAILED, SplitType
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, StartStage
 
@@ -64,7 +64,7 @@ def reset_stage(rec: StageRecord) -> list[str]:
     stage.start_time = None
     stage.end_time = None
     stage.outputs = {}
-    for key in JOIN_TRACKING_KEYS:
+    for key in (*JOIN_TRACKING_KEYS, PLANNING_FAILED):  # a new run plans (and reduces) afresh
         stage.context.pop(key, None)
     running: list[str] = []
     for task in stage.tasks:
@@ -142,7 +142,9 @@ def recount(t: Transition, region: Region, changed: Iterable[str], reset: Collec
     and now can, and so on down) or settled (a new final status; a stage that can no longer
     run, halted). A NOT_STARTED stage other than ``started`` whose recounted join is met gets a
     StartStage (StartStage checks readiness again, so one that is also released elsewhere starts
-    once). Every record of ``region`` not written by ``t`` is put in its read set."""
+    once). Every changed stage with a ``mutex_key`` gets a StartStage too: a holder reset or
+    finished by the jump hands its mutex on there (``decisions.mutex.tidy``). Every record of
+    ``region`` not written by ``t`` is put in its read set."""
     changed = set(changed)
     stages = region.stages
     completion = CompleteWorkflow(**kw)
@@ -178,6 +180,8 @@ def recount(t: Transition, region: Region, changed: Iterable[str], reset: Collec
             unsettled.add(sid)
         if joined >= gate:
             t.push(StartStage(stage_id=sid, **kw))
+    for sid in sorted(s for s in changed if s in stages and stages[s].stage.mutex_key):
+        t.push(StartStage(stage_id=sid, **kw))  # a mutex it held is handed on there (decisions.mutex)
     for sid, rec in stages.items():
         name = stage_field(sid)
         if name not in t.writes:

@@ -16,6 +16,7 @@ from stabilize_redis.handlers.control import (
 from stabilize_redis.handlers.jump_to_stage import JumpToStageHandler
 from stabilize_redis.handlers.restart_stage import RestartStageHandler
 from stabilize_redis.handlers.run_task import RunTaskHandler
+from stabilize_redis.handlers.signal_stage import SignalStageHandler
 from stabilize_redis.handlers.skip_stage import SkipStageHandler
 from stabilize_redis.handlers.stabilize_handler import StabilizeHandler
 from stabilize_redis.handlers.start_stage import StartStageHandler
@@ -26,7 +27,7 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
     StartWorkflowHandler, StartStageHandler, StartTaskHandler, RunTaskHandler, CompleteTaskHandler,
     CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
     CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
-    ContinueParentStageHandler,
+    ContinueParentStageHandler, SignalStageHandler,
 )
 
 

@@ -12,7 +12,9 @@ it counts toward its parent's phase instead (``flow.notify_parent``).
 single-task stage needs no separate CompleteStage message. A stage with synthetic children (or
 a builder) is not settled there: it gets a CompleteStage, whose read includes its children, and
 ``complete_parent`` runs its after phase (after-stages on success, on-failure stages on
-failure) before it settles.
+failure) before it settles. Neither is a stage with a ``mutex_key`` (RunTask's read lacks the
+mutex): its CompleteStage reads the mutex too, and the commit that ends the stage, whatever its
+status, hands the mutex to the first waiter (``decisions.mutex.release``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 from dataclasses import dataclass, fields
 from typing import Any
 
+from stabilize_redis.backend.exclusion_reads import read_exclusions
 from stabilize_redis.backend.graph_reads import read_graph
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.dag.graph import StageGraphBuilder
@@ -36,6 +39,8 @@ from stabilize_redis.decisions.flow import (
     settle_stage,
 )
 from stabilize_redis.decisions.multi_merge import is_multi_merge
+from stabilize_redis.decisions.mutex import Guarded, mutex_of
+from stabilize_redis.decisions.mutex import release as mutex_release
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.stage_plans import GraphRead, plan_children
 from stabilize_redis.decisions.transition import Transition
@@ -83,8 +88,8 @@ def finish_stage(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageR
     status = rec.stage.determine_status()
     if status in (WorkflowStatus.RUNNING, WorkflowStatus.NOT_STARTED):
         return
-    if has_phases(rec):
-        t.push(CompleteStage(stage_id=rec.id, **kw))
+    if has_phases(rec) or (rec.stage.mutex_key and mutex_of(snap) is None):
+        t.push(CompleteStage(stage_id=rec.id, **kw))  # its read holds the children / the mutex
         return
     settle_finished(ctx, t, snap, rec, status, kw)
 
@@ -100,6 +105,7 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
         status = WorkflowStatus.TERMINAL
     stage.status = status
     stage.end_time = now_ms()
+    mutex_release(t, mutex_of(snap), rec, kw)
     if status.is_complete:  # user hooks run once the ending is committed, never inside a decision
         t.on_commit(lambda: cleanup_tasks(ctx, rec))
     t.write_stage(rec)
@@ -129,9 +135,10 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
 
 
 @dataclass
-class Family(Snapshot):
+class Family(Guarded):
     """A snapshot of one stage with its downstreams and its synthetic children (in ``stages``),
-    and - when its type has a builder here - the graph fields adding children needs."""
+    and - when its type has a builder here - the graph fields adding children needs; for a stage
+    with a ``mutex_key``, its mutex state (``exclusions``), which its ending releases."""
 
     graph: GraphRead | None = None
 
@@ -148,6 +155,8 @@ def read_family(backend: RedisBackend, workflow_id: str, stage_id: str) -> Famil
         family.stages.update(backend.read(workflow_id, rec.children).stages)
     if planner_for(rec.stage.type) is not None:
         family.graph = read_graph(backend, workflow_id)
+    if rec.stage.mutex_key:
+        family.exclusions = read_exclusions(backend, family, rec).exclusions
     return family
 
 

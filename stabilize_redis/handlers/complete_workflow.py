@@ -24,6 +24,7 @@ from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms
+from stabilize_redis.decisions.deferred_choice import CHOICE_LOST_TO
 from stabilize_redis.decisions.layout import meta_extras, settlement
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
@@ -51,6 +52,14 @@ def final_status(statuses: list[WorkflowStatus], complete_other_branches_then_fa
     if _S.STOPPED in ran:
         return _S.TERMINAL if complete_other_branches_then_fail else _S.SUCCEEDED
     return _S.TERMINAL
+
+
+def outcome_status(stage: StageExecution) -> WorkflowStatus:
+    """A top-level stage's status as the workflow's outcome counts it: a deferred choice's losing
+    branch (canceled by the winner, ``deferred_choice.CHOICE_LOST_TO``) was simply not taken."""
+    if stage.status == _S.CANCELED and stage.context.get(CHOICE_LOST_TO):
+        return _S.SKIPPED
+    return stage.status
 
 
 def early_status(statuses: list[WorkflowStatus]) -> WorkflowStatus | None:
@@ -89,7 +98,7 @@ class CompleteWorkflowHandler(Handler):
             for rec in snap.stages.values():
                 t.check(stage_field(rec.id), rec.version)
             top = [r for r in snap.stages.values() if r.stage.parent_stage_id is None]
-            statuses = [r.stage.status for r in top]
+            statuses = [outcome_status(r.stage) for r in top]
             status: WorkflowStatus | None
             if settlement(snap.stages).complete:
                 status = final_status(statuses, _override_success(wf.context, [r.stage for r in top]),

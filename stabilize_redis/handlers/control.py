@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stabilize_redis.backend.exclusion_reads import read_exclusions
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.claim import stale
 from stabilize_redis.decisions.common import (
@@ -22,6 +23,8 @@ from stabilize_redis.decisions.common import (
 )
 from stabilize_redis.decisions.flow import notify_parent, settle_stage
 from stabilize_redis.decisions.layout import meta_extras, settlement
+from stabilize_redis.decisions.mutex import mutex_of
+from stabilize_redis.decisions.mutex import release as mutex_release
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
@@ -87,7 +90,9 @@ class CancelStageHandler(Handler):
     A top-level stage settles (CANCELED, halted) in the same commit, with the downstreams that
     can no longer start; if that settles the last top-level stage the commit releases
     CompleteWorkflow, so the workflow ends at once rather than at the next stall sweep. Like
-    stabilize, a canceled stage does not end its workflow's other branches."""
+    stabilize, a canceled stage does not end its workflow's other branches. A stage with a
+    ``mutex_key`` is read with its mutex: holding it, the commit hands it to the first waiter;
+    waiting, the stage leaves the waiters."""
 
     message_type = CancelStage
 
@@ -116,13 +121,19 @@ class CancelStageHandler(Handler):
             for task_id in canceled_tasks:
                 t.publish(self.backend.keys.cancel_channel, task_id)
             t.event("stage.canceled", "stage", sid, stage_event_data(rec, status="CANCELED"))
+            mutex_release(t, mutex_of(snap), rec, kw)  # a holder hands its mutex on; a waiter leaves
             if rec.stage.parent_stage_id is None:
                 settle_stage(t, rec, kw)
             else:  # its parent's phase can no longer complete: the parent is told at once
                 notify_parent(t, rec, kw, halted=True)
             return t
 
-        return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+        def read() -> Snapshot:
+            snap = self.backend.read(wid, [sid])
+            rec = snap.stages.get(sid)
+            return read_exclusions(self.backend, snap, rec) if rec is not None and rec.stage.mutex_key else snap
+
+        return self.transact(message, delivery, read, decide)
 
 
 class PauseTaskHandler(Handler):

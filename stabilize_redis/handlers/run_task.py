@@ -38,6 +38,7 @@ from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.complete_task import finish_task
+from stabilize_redis.handlers.signal_stage import commit_suspension, reopen_if_suspended
 from stabilize_redis.handlers.task_execution import (
     Outcome,
     error_text,
@@ -99,6 +100,8 @@ class RunTaskHandler(Handler):
             outcome = self._run(impl, rec, task)
             stage.context, stage.outputs = saved
         outcome = vet_outcome(outcome, _where(rec, task))
+        if outcome.result is not None and outcome.result.status == WorkflowStatus.SUSPENDED:
+            return commit_suspension(self, message, delivery, outcome.result)  # handlers.signal_stage
         return self._commit_outcome(message, delivery, impl, outcome, snap)
 
     # -- running -----------------------------------------------------------------------------
@@ -208,6 +211,7 @@ class RunTaskHandler(Handler):
             task = find_task(rec.stage.tasks, tid)
             if task is None or task.status != WorkflowStatus.RUNNING or stale(message, rec):
                 return t, ""  # another run's task now (a reset landed while this one ran): discarded
+            reopen_if_suspended(t, snap)  # a task runs: the workflow no longer waits only on signals
             if current.result is not None:
                 self._apply_result(t, snap, rec, task, impl, current.result, message)
             else:

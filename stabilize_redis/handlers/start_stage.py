@@ -13,6 +13,11 @@ this process, starts through its phases instead: it is claimed (RUNNING, context
 ancestors' outputs) and ContinueParentStage(STAGE_BEFORE) plans it and runs its before-stages
 first (``handlers.continue_parent_stage``). A synthetic stage with no sibling upstream is started
 by its parent's phase, never by a StartStage of its own (one is ignored).
+
+A stage with a ``mutex_key`` or ``deferred_choice_group`` is read with its exclusion state
+(``backend.exclusion_reads``) and starts only past ``decisions.mutex.start_gate``: it waits for
+its mutex (woken by the release), or loses its choice (CANCELED), in this commit; after the
+decision, a mutex whose holder no longer holds is handed on (``decisions.mutex.tidy``).
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from stabilize_redis.backend.exclusion_reads import read_exclusions
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.claim import claim_ready_stage
 from stabilize_redis.decisions.common import attach, known_stage
 from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters, merge_step
+from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gate, tidy
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
@@ -43,6 +50,13 @@ class StartStageHandler(Handler):
         kw: dict[str, Any] = {"execution_id": wid, "execution_type": message.execution_type}
 
         def decide(snap: Snapshot) -> Transition:
+            t = plan(snap)
+            mutex = mutex_of(snap)
+            if mutex is not None:  # a holder that did not start or no longer holds hands it on
+                tidy(t, mutex, snap.stages[sid], snap.stages, kw)
+            return t
+
+        def plan(snap: Snapshot) -> Transition:
             t = Transition(wid)
             rec = known_stage(snap, sid)
             wf = attach(snap)
@@ -63,12 +77,17 @@ class StartStageHandler(Handler):
             phase = evaluate_readiness(stage.join_type, [u.stage.status for u in ups], stage.join_threshold)
             if phase != PredicatePhase.READY:
                 return t
-            claim_ready_stage(self.ctx.registry, t, rec, ups, kw)
+            # the ancestors' outputs come from the upstreams that released the join (N-of-M and
+            # discriminator joins start while others still run: their partial outputs stay out)
+            done = [u for u in ups if u.stage.status.is_complete and not u.stage.status.is_halt]
+            claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=start_gate(snap, kw))
             return t
 
         def read() -> Snapshot:
             snap = self.backend.read(wid, [sid], with_upstreams=True)
             rec = snap.stages.get(sid)
+            if rec is not None and needs_exclusion(rec.stage):
+                return read_exclusions(self.backend, snap, rec)
             if rec is None or not is_multi_merge(rec):
                 return snap
             if not rec.stage.status.is_complete:

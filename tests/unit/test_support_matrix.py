@@ -286,10 +286,10 @@ def test_a_task_result_is_refused_exactly_when_its_directive_is(key: str) -> Non
     assert refusal.startswith(shown), refusal
 
 
-def test_vet_outcome_fails_a_suspend_naming_the_directive_and_the_task() -> None:
-    vetted = vet_outcome(Outcome(result=TaskResult.suspend()), "stage 'review': task 'route'")
+def test_vet_outcome_fails_a_result_that_is_no_outcome_naming_the_status_and_the_task() -> None:
+    vetted = vet_outcome(Outcome(result=TaskResult(WorkflowStatus.PAUSED)), "stage 'review': task 'route'")
     assert vetted.result is None and isinstance(vetted.error, NotExecutedError) and not vetted.transient
-    assert str(vetted.error).startswith("stage 'review': task 'route' result: TaskResult.suspend(): ")
+    assert str(vetted.error).startswith("stage 'review': task 'route' result: status PAUSED: ")
 
 
 # -- values stabilize writes with json default=str -----------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart")
+COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart", "signal")
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
