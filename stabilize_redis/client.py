@@ -16,7 +16,7 @@ from stabilize_redis.keys import META_FIELD, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
-from stabilize_redis.queue.messages import CancelWorkflow, RestartStage, SignalStage
+from stabilize_redis.queue.messages import CancelRegion, CancelWorkflow, RestartStage, SignalStage
 from stabilize_redis.queue.redis_queue import RedisQueue
 from stabilize_redis.validation import validate_workflow
 
@@ -117,6 +117,14 @@ class Client:
 
     def cancel(self, workflow_id: str, user: str = "", reason: str = "") -> None:
         self.queue.push(CancelWorkflow(execution_id=workflow_id, user=user, reason=reason))
+
+    def cancel_region(self, workflow_id: str, region: str) -> None:
+        """Enqueue a CancelRegion: one commit cancels every unfinished stage of ``workflow_id``
+        tagged with ``cancel_region`` ``region`` (and their synthetic children); running tasks'
+        cancellation tokens are canceled wherever they run; the other branches go on and the
+        workflow then ends CANCELED (``handlers.cancel_region``). A region with nothing left to
+        cancel is recorded as a ``region.cancel_ignored`` event."""
+        self.queue.push(CancelRegion(execution_id=workflow_id, region=region))
 
     def restart(self, workflow_id: str, stage_ref_or_id: str) -> str:
         """Enqueue a RestartStage for a stage named by its id or its ref id (a top-level stage)

@@ -301,6 +301,12 @@ def choice_members_field(group: str) -> str:
     return f"dm:{group}"
 
 
+def region_field(region: str) -> str:
+    """Plain, space-separated ids of the stages tagged with ``cancel_region`` ``region``, written
+    at layout: what CancelRegion reads (``handlers.cancel_region``), O(region)."""
+    return f"cr:{region}"
+
+
 LUA_NAMES: dict[str, str] = {
     "meta": META_FIELD, "status": STATUS_FIELD, "ver": WORKFLOW_VERSION_FIELD, "ckpt": CHECKPOINT_VERSION_FIELD,
     "ckpt_ev": CHECKPOINT_EVENT_FIELD, "epoch": LIFE_EPOCH_FIELD, "event": EVENT_FIELD, "entry_id": ENTRY_ID_FIELD,

@@ -87,8 +87,18 @@ DEFERRED_CHOICE = Feature("deferred choice", f"deferred choice (deferred_choice_
     "tests/processes/test_mutex_races.py::test_exactly_one_deferred_choice_branch_runs_per_workflow"))
 EXCLUSION_PLACES = ("a mutex_key or deferred_choice_group on a synthetic stage or a MULTI_MERGE join is "
                     f"{_YET}")
-MILESTONES = Feature("milestones", f"milestones (milestone_ref_id/milestone_status; WCP-18) are {_YET}")
-CANCEL_REGIONS = Feature("cancel regions", f"cancel regions (cancel_region, CancelRegion; WCP-25) are {_YET}")
+MILESTONES = Feature("milestones", f"milestones (milestone_ref_id/milestone_status; WCP-18) are {_YET}",
+                     executed=True, tests=(
+    "tests/integration/test_milestones.py::test_a_waiting_watcher_is_released_by_the_milestones_start",
+    "tests/integration/test_milestones.py::test_a_watcher_whose_milestone_has_finished_is_skipped_without_running",
+    "tests/integration/test_milestones.py::test_a_watcher_deciding_while_the_milestone_starts_conflicts_and_starts"))
+MILESTONE_PLACES = f"a milestone on a synthetic stage or a MULTI_MERGE join is {_YET}"
+CANCEL_REGIONS = Feature("cancel regions", f"cancel regions (cancel_region, CancelRegion; WCP-25) are {_YET}",
+                         executed=True, tests=(
+    "tests/integration/test_cancel_regions.py::"
+    "test_canceling_a_region_cancels_its_running_and_unstarted_stages_and_the_others_finish",
+    "tests/integration/test_cancel_regions.py::test_a_region_parents_synthetic_children_are_canceled_with_it",
+    "tests/processes/test_region_races.py::test_a_canceled_regions_running_tasks_see_their_tokens_across_processes"))
 MULTI_INSTANCE = Feature("multi-instance", f"multi-instance stages (mi_config, AddMultiInstance; WCP-12..15) are {_YET}")
 MULTI_MERGE = Feature("multi-merge", f"JoinType.MULTI_MERGE (WCP-8: one run per upstream completion) is {_YET}",
                       executed=True, tests=("tests/integration/test_multi_merge.py::"
@@ -119,7 +129,8 @@ NOT_AN_OUTCOME = Feature("not a task outcome", "this status is not a task outcom
                          "terminal, failed_continue, skipped, canceled or stopped")
 
 FEATURES: tuple[Feature, ...] = (
-    JUMPS, SYNTHETIC, SYNTHETIC_OWNER, RESTART, SIGNALS, MUTEX, DEFERRED_CHOICE, MILESTONES, CANCEL_REGIONS, MULTI_INSTANCE,
+    JUMPS, SYNTHETIC, SYNTHETIC_OWNER, RESTART, SIGNALS, MUTEX, DEFERRED_CHOICE, MILESTONES, CANCEL_REGIONS,
+    MULTI_INSTANCE,
     MULTI_MERGE, REDUCERS, CONCURRENCY, SUB_WORKFLOWS, SCHEDULED, CLEANUP, FINALIZERS, TASK_LOOPS,
     CONFIG_VERSION, MESSAGE_MAX_ATTEMPTS, THRESHOLD_RULE, SPLIT_RULE, FIRST_TASK_RULE, LAST_TASK_RULE,
     NOT_AN_OUTCOME,
@@ -270,12 +281,20 @@ STAGE: dict[str, Entry] = {
                                   "commit cancels the others (decisions.deferred_choice)",
                                   "tests/integration/test_deferred_choice.py::"
                                   "test_racing_starts_of_two_siblings_cannot_both_win"),
-    "milestone_ref_id": uses(MILESTONES, "gate"),
-    "milestone_status": uses(MILESTONES, "RUNNING"),
+    "milestone_ref_id": done("with milestone_status: the stage starts only while the top-level stage of this ref "
+                             "id is in that status, is skipped once it has passed it, and waits otherwise - woken "
+                             "by the milestone's status change (decisions.milestones)",
+                             "tests/integration/test_milestones.py::"
+                             "test_a_watcher_of_running_starts_while_the_milestone_runs"),
+    "milestone_status": done("the status name a milestone_ref_id's stage must be in (NOT_STARTED, RUNNING or a "
+                             "final status; PAUSED and SUSPENDED are decided only when the watcher is woken)"),
     "mutex_key": done("top-level stages of one workflow sharing it never run at the same time; a blocked one "
                       "waits in the mutex's queue and is started by the release (decisions.mutex)",
                       "tests/integration/test_mutex.py::test_racing_starts_cannot_both_take_the_mutex"),
-    "cancel_region": uses(CANCEL_REGIONS, "region-a"),
+    "cancel_region": done("CancelRegion cancels every unfinished stage tagged with it, and their synthetic "
+                          "children, in one commit (handlers.cancel_region)",
+                          "tests/integration/test_cancel_regions.py::"
+                          "test_canceling_a_region_cancels_its_running_and_unstarted_stages_and_the_others_finish"),
     "output_reducers": done("a join's context gets, per key, the named reducer (collect, sum, merge, first, last, "
                             "... or register_reducer) over the values of the upstreams that released it",
                             "tests/integration/test_reducers.py::"
@@ -377,7 +396,9 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
                         "suspended is buffered (bounded) and consumed by the commit that suspends it; a transient "
                         "one is discarded", "tests/integration/test_signals.py::"
                         "test_a_transient_signal_sent_early_is_discarded_and_says_so"),
-    "CancelRegion": needs_all(CANCEL_REGIONS),
+    "CancelRegion": done("cancels a region's unfinished stages in one commit; running tasks' tokens are canceled",
+                         "tests/processes/test_region_races.py::"
+                         "test_a_canceled_regions_running_tasks_see_their_tokens_across_processes"),
     "AddMultiInstance": needs_all(MULTI_INSTANCE),
     "StartTask": done("starts a task"),
     "RunTask": done("runs a task's code once per delivery and commits its result"),
@@ -427,7 +448,7 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "signal_name": done("SignalStage: the stage context's _signal_name when it resumes"),
     "signal_data": done("SignalStage: the stage context's _signal_data when it resumes"),
     "persistent": done("SignalStage: buffer the signal if the stage is not SUSPENDED yet (else discard it)"),
-    "region": part_of(CANCEL_REGIONS),
+    "region": done("CancelRegion: the cancel_region whose stages are canceled"),
     "instance_context": part_of(MULTI_INSTANCE),
 }
 """Every field of every message type, by name (a name means the same in every type)."""
@@ -550,6 +571,9 @@ def check_stage(stage: StageExecution) -> None:
             stage.parent_stage_id is not None or stage.join_type is JoinType.MULTI_MERGE):
         name = "mutex_key" if stage.mutex_key else "deferred_choice_group"
         raise NotExecutedError(f"{at}{name}: {EXCLUSION_PLACES}")
+    if stage.milestone_ref_id and stage.milestone_status and (
+            stage.parent_stage_id is not None or stage.join_type is JoinType.MULTI_MERGE):
+        raise NotExecutedError(f"{at}milestone_ref_id: {MILESTONE_PLACES}")
     if stage.mi_config is not None:
         _check(stage.mi_config, Slot(stage.mi_config, stage), at + "mi_config.")
     _check(stage, Slot(stage), at)

@@ -16,6 +16,7 @@ from stabilize_redis.dag.lineage import (
 )
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import now_ms, stage_event_data
+from stabilize_redis.decisions.milestones import needs_milestone, wake_watchers
 from stabilize_redis.decisions.mutex import needs_exclusion
 from stabilize_redis.decisions.reset import strip_inherited
 from stabilize_redis.decisions.transition import Transition
@@ -79,11 +80,12 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     ``inherited``: the lineage a synthetic stage with no sibling upstream takes from its parent
     (``continue_parent_stage.parent_lineage``). A stage that ``starts_by_phases`` gets a
     ContinueParentStage(STAGE_BEFORE) instead of its first task.
-    A stage with a ``mutex_key`` or ``deferred_choice_group`` starts only past ``gate``
-    (``decisions.mutex.start_gate``, built from what StartStage read): False leaves it waiting
-    or canceled as the gate decided; with no gate it is sent a StartStage instead."""
+    A stage with a ``mutex_key``, ``deferred_choice_group`` or milestone starts only past
+    ``gate`` (``decisions.mutex.start_gate``, ``decisions.milestones.milestone_gate``, built from
+    what StartStage read): False leaves it waiting, canceled or skipped as the gate decided; with
+    no gate it is sent a StartStage instead. A milestone's start sends its watchers a StartStage."""
     stage = rec.stage
-    if gate is None and needs_exclusion(stage):
+    if gate is None and (needs_exclusion(stage) or needs_milestone(stage)):
         t.push(StartStage(stage_id=rec.id, **kw))
         return
     lineage = union_lineages([*(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups),
@@ -105,6 +107,7 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
         return
     stage.status = WorkflowStatus.RUNNING
     stage.start_time = now_ms()
+    wake_watchers(t, rec, kw)  # a milestone's start decides its waiting watchers again
     strip_inherited(rec)
     rec.shadowed = {k: v for k, v in stage.context.items() if k in ancestors}
     stage.context = context_with_ancestors(stage.context, ancestors)

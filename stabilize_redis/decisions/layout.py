@@ -19,7 +19,9 @@ from the statuses the workflow is stored with (``settlement``, the same recount 
   ``models.stage.phases``): children of that phase finished continuably; threshold: the
   number of children in the phase. Reaching it releases ContinueParentStage for P.
 
-Each ``deferred_choice_group`` gets the ids of its top-level stages (``keys.choice_members_field``).
+Each ``deferred_choice_group`` gets the ids of its top-level stages (``keys.choice_members_field``),
+each ``cancel_region`` the ids of its stages (``keys.region_field``), and each milestone stage the
+ids of its watchers in its context (``decisions.milestones.WATCHERS``).
 
 Ranks (``StageRecord.rank``, the order ancestors' outputs merge in) put every stage after its
 parent and its sibling upstreams: the top-level stages in topological order, then each
@@ -42,6 +44,7 @@ from stabilize_redis.decisions.codec import (
     pack,
     unpack,
 )
+from stabilize_redis.decisions.milestones import WATCHERS, watchers_by_milestone
 from stabilize_redis.keys import (
     HALTED_COUNTER,
     META_FIELD,
@@ -54,6 +57,7 @@ from stabilize_redis.keys import (
     downstreams_field,
     join_counter,
     ref_field,
+    region_field,
     settled_flag_field,
     stage_field,
     threshold_field,
@@ -264,6 +268,15 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
             groups.setdefault(stage.deferred_choice_group, []).append(stage.id)
     for group, members in groups.items():
         fields[choice_members_field(group)] = " ".join(members).encode()
+    regions: dict[str, list[str]] = {}
+    for stage in wf.stages:  # what CancelRegion cancels (handlers.cancel_region)
+        if stage.cancel_region:
+            regions.setdefault(stage.cancel_region, []).append(stage.id)
+    for region, members in regions.items():
+        fields[region_field(region)] = " ".join(members).encode()
+    for mid, watchers in watchers_by_milestone(wf.stages).items():  # decisions.milestones
+        records[mid].stage.context = {**records[mid].stage.context, WATCHERS: watchers}
+        fields[stage_field(mid)] = encode_stage(records[mid])
     fields.update(counter_fields(records, settlement(records)))
     fields.update(phase_counter_fields(records))
     return fields

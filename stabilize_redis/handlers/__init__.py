@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stabilize_redis.handlers.base import Handler, HandlerContext
+from stabilize_redis.handlers.cancel_region import CancelRegionHandler
 from stabilize_redis.handlers.complete_stage import CompleteStageHandler
 from stabilize_redis.handlers.complete_task import CompleteTaskHandler
 from stabilize_redis.handlers.complete_workflow import CompleteWorkflowHandler
@@ -27,7 +28,7 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
     StartWorkflowHandler, StartStageHandler, StartTaskHandler, RunTaskHandler, CompleteTaskHandler,
     CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
     CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
-    ContinueParentStageHandler, SignalStageHandler,
+    ContinueParentStageHandler, SignalStageHandler, CancelRegionHandler,
 )
 
 

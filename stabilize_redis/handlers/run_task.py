@@ -66,6 +66,15 @@ class RunTaskHandler(Handler):
 
     def handle(self, message: Message, delivery: Delivery | None = None) -> str:
         assert isinstance(message, RunTask)
+        # The task's cancellation token exists before the read: a cancel committed after the read
+        # is published to a token that is already listening, never to none.
+        self.ctx.tokens.open(message.task_id, (message.execution_id, message.stage_id))
+        try:
+            return self._handle(message, delivery)
+        finally:
+            self.ctx.tokens.close(message.task_id)
+
+    def _handle(self, message: RunTask, delivery: Delivery | None) -> str:
         wid, sid, tid = message.execution_id, message.stage_id, message.task_id
 
         snap = self.backend.read(wid, [sid], processed_id=message.message_id, counters=SETTLE_COUNTERS,
@@ -119,11 +128,7 @@ class RunTaskHandler(Handler):
                 return self._timed_out(impl, rec, limit)
         elif default is not None and (now_ms() - started) / 1000.0 >= default:
             return self._timed_out(impl, rec, default)
-        token = self.ctx.tokens.open(task.id)
-        try:
-            outcome = execute(impl, stage, token, remaining)
-        finally:
-            self.ctx.tokens.close(task.id)
+        outcome = execute(impl, stage, self.ctx.tokens.open(task.id), remaining)  # handle() closes it
         if outcome.timed_out:
             return self._timed_out(impl, rec, limit or 0.0)
         if default is not None and outcome.result is not None and outcome.result.status == WorkflowStatus.RUNNING \

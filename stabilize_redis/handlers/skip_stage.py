@@ -7,6 +7,7 @@ from typing import Any
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import attach, known_stage, now_ms, stage_event_data
 from stabilize_redis.decisions.flow import SETTLE_COUNTERS, release_after_completion
+from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
@@ -32,6 +33,7 @@ class SkipStageHandler(Handler):
             rec.stage.end_time = now_ms()
             t.write_stage(rec)
             t.event("stage.skipped", "stage", sid, stage_event_data(rec, status="SKIPPED"))
+            wake_watchers(t, rec, kw)  # a skipped milestone has passed its watchers
             release_after_completion(t, snap, rec, kw, registry=self.ctx.registry)
             return t
 

@@ -18,6 +18,10 @@ A stage with a ``mutex_key`` or ``deferred_choice_group`` is read with its exclu
 (``backend.exclusion_reads``) and starts only past ``decisions.mutex.start_gate``: it waits for
 its mutex (woken by the release), or loses its choice (CANCELED), in this commit; after the
 decision, a mutex whose holder no longer holds is handed on (``decisions.mutex.tidy``).
+
+A stage with a milestone (``decisions.milestones``) is read with its milestone's record and
+starts only past ``milestone_gate`` (checked before the mutex): it starts, waits for the
+milestone's next status change, or is skipped.
 """
 
 from __future__ import annotations
@@ -26,20 +30,34 @@ import logging
 from typing import Any
 
 from stabilize_redis.backend.exclusion_reads import read_exclusions
-from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import attach, known_stage
+from stabilize_redis.decisions.milestones import both, milestone_gate, needs_milestone
 from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters, merge_step
 from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gate, tidy
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
-from stabilize_redis.keys import SETTLE_COUNTERS, stage_field
+from stabilize_redis.keys import SETTLE_COUNTERS, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, StartStage
 
 log = logging.getLogger("stabilize_redis.handlers")
+
+
+def read_milestone(backend: RedisBackend, snap: Snapshot, rec: StageRecord) -> str | None:
+    """Add the record of watcher ``rec``'s milestone (the top-level stage of its
+    ``milestone_ref_id``) to ``snap.stages``; its id, or None when there is no such stage."""
+    assert rec.stage.milestone_ref_id is not None
+    raw = backend.client.hget(backend.part(snap.workflow_id).workflow(snap.workflow_id),
+                              ref_field(rec.stage.milestone_ref_id))
+    mid = raw.decode() if raw else None
+    if mid is not None and mid not in snap.stages:
+        snap.stages.update(backend.read(snap.workflow_id, [mid]).stages)
+    return mid
 
 class StartStageHandler(Handler):
     message_type = StartStage
@@ -80,12 +98,17 @@ class StartStageHandler(Handler):
             # the ancestors' outputs come from the upstreams that released the join (N-of-M and
             # discriminator joins start while others still run: their partial outputs stay out)
             done = [u for u in ups if u.stage.status.is_complete and not u.stage.status.is_halt]
-            claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=start_gate(snap, kw))
+            watched = milestone_gate(snap.stages, milestone[0], kw) if needs_milestone(stage) else None
+            claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=both(watched, start_gate(snap, kw)))
             return t
+
+        milestone: list[str | None] = [None]  # the watcher's milestone stage id, as last read
 
         def read() -> Snapshot:
             snap = self.backend.read(wid, [sid], with_upstreams=True)
             rec = snap.stages.get(sid)
+            if rec is not None and needs_milestone(rec.stage):
+                milestone[0] = read_milestone(self.backend, snap, rec)
             if rec is not None and needs_exclusion(rec.stage):
                 return read_exclusions(self.backend, snap, rec)
             if rec is None or not is_multi_merge(rec):

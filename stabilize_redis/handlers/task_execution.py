@@ -213,21 +213,33 @@ class TokenRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tokens: dict[str, CancellationToken] = {}
+        self._where: dict[str, tuple[str, str]] = {}
 
-    def open(self, task_id: str) -> CancellationToken:
+    def open(self, task_id: str, where: tuple[str, str] | None = None) -> CancellationToken:
+        """The token of ``task_id`` (made on first open); ``where``: its (workflow id, stage id),
+        for ``running``."""
         with self._lock:
             token = self._tokens.get(task_id) or CancellationToken()
             self._tokens[task_id] = token
+            if where is not None:
+                self._where[task_id] = where
             return token
 
     def close(self, task_id: str) -> None:
         with self._lock:
             self._tokens.pop(task_id, None)
+            self._where.pop(task_id, None)
+
+    def running(self) -> list[tuple[str, str, str]]:
+        """(task id, workflow id, stage id) of every open token opened with ``where``."""
+        with self._lock:
+            return [(tid, wid, sid) for tid, (wid, sid) in self._where.items() if tid in self._tokens]
 
     def cancel(self, task_id: str) -> bool:
+        """Cancel ``task_id``'s token; True if it was open and not canceled before."""
         with self._lock:
             token = self._tokens.get(task_id)
-        if token is not None:
+        if token is not None and not token.is_cancelled:
             token.cancel()
             return True
         return False

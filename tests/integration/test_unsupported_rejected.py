@@ -27,7 +27,7 @@ from stabilize_redis import (
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
-from stabilize_redis.queue.messages import MESSAGE_TYPES, CancelRegion, Message
+from stabilize_redis.queue.messages import MESSAGE_TYPES, AddMultiInstance, Message
 from stabilize_redis.support import DIRECTIVES, MESSAGE_TYPE_ENTRIES
 from tests.integration.support import Engine, make_engine, make_stage, make_workflow, stage_named
 from tests.unit.test_support_matrix import REFUSED_USES, message_of, plain_workflow
@@ -158,18 +158,18 @@ def test_a_message_max_attempts_the_engine_would_not_honour_is_refused_at_push(t
     assert eng.queue.size() == before
 
 
-class RegionCounter(Handler):
-    """A user's handler for CancelRegion (no built-in one yet): acks each message and counts it."""
+class InstanceCounter(Handler):
+    """A user's handler for AddMultiInstance (no built-in one yet): acks each message and counts it."""
 
-    message_type = CancelRegion
+    message_type = AddMultiInstance
 
     def __init__(self, eng: Engine) -> None:
         super().__init__(eng.processor.context)
         self.signals: list[str] = []
 
     def handle(self, message: Message, delivery: Delivery | None = None) -> str:
-        assert isinstance(message, CancelRegion)
-        self.signals.append(message.region)
+        assert isinstance(message, AddMultiInstance)
+        self.signals.append(str(message.instance_context["name"]))
         return self.backend.commit(Transition(message.execution_id), message, delivery)
 
 
@@ -179,11 +179,11 @@ def test_a_type_whose_handler_is_registered_in_this_process_is_accepted_and_hand
     eng = make_engine(target)
     wf = make_workflow(make_stage("a", "ok"))
     eng.registry.register("ok", Records())
-    signal = CancelRegion(execution_id=wf.id, region="approve")
-    with pytest.raises(ValueError, match="no handler for CancelRegion"):
+    signal = AddMultiInstance(execution_id=wf.id, stage_id=wf.stages[0].id, instance_context={"name": "approve"})
+    with pytest.raises(ValueError, match="no handler for AddMultiInstance"):
         eng.queue.push(signal)
 
-    handler = RegionCounter(eng)
+    handler = InstanceCounter(eng)
     eng.processor.register_handler(handler)
     eng.start(wf)
     eng.queue.push(signal)

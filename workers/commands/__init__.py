@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart", "signal")
+COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart", "signal", "cancel_region")
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:
