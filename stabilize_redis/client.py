@@ -136,17 +136,7 @@ class Client:
         Raises WorkflowNotFoundError when the workflow is not in Redis (never submitted, or
         finished and evicted after the retention period: it can no longer be restarted) and
         StageError when it has no stage with that id or ref id."""
-        key = self.backend.part(workflow_id).workflow(workflow_id)
-        meta, own, by_ref = self.backend.client.hmget(key, META_FIELD, stage_field(stage_ref_or_id),
-                                                      ref_field(stage_ref_or_id))
-        if meta is None:
-            raise WorkflowNotFoundError(
-                f"workflow {workflow_id} is not in Redis (never submitted, or finished and evicted after "
-                "the retention period); only a workflow still in Redis can be restarted", execution_id=workflow_id)
-        stage_id = stage_ref_or_id if own is not None else by_ref.decode() if by_ref is not None else None
-        if stage_id is None:
-            raise StageError(f"workflow {workflow_id} has no stage with id or ref id {stage_ref_or_id!r}",
-                             execution_id=workflow_id)
+        stage_id = self._stage_id(workflow_id, stage_ref_or_id, "restarted")
         self.queue.push(RestartStage(execution_id=workflow_id, stage_id=stage_id))
         return stage_id
 

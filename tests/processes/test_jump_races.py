@@ -7,14 +7,10 @@ lands while they run and every first-pass branch result arrives as a stale attem
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import redis
 
 from stabilize_redis import JoinType, StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
-from tests.processes.test_worker_kill import start_worker
+from tests.processes.worker_pool import workers
 
 RealTarget = tuple[str, str]
 
@@ -23,22 +19,6 @@ def stage(ref: str, task: str, requires: tuple[str, ...] = (), **context: object
     return StageExecution(ref_id=ref, type=ref, name=ref, requisite_stage_ref_ids=set(requires), context=dict(context),
                           tasks=[TaskExecution.create(name=ref, implementing_class=task, stage_start=True,
                                                       stage_end=True)])
-
-
-@contextmanager
-def workers(url: str, ns: str, count: int = 2) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [start_worker(url, ns, visibility=5.0) for _ in range(count)]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
 
 
 def run_all(url: str, ns: str, workflows: list[Workflow]) -> list[Workflow]:

@@ -5,11 +5,6 @@ region stage runs after the cancel commit."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -19,34 +14,15 @@ import redis
 from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
 from stabilize_redis.client import Client
 from tests.integration.support import wait_until
+from tests.processes import worker_pool
 
 RealTarget = tuple[str, str]
+
+
+def workers(url: str, ns: str, count: int = 2):  # type: ignore[no-untyped-def]
+    """Two CLI workers (four threads each) serving ``tests.processes.region_app:registry``."""
+    return worker_pool.workers(url, ns, "tests.processes.region_app:registry", count)
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_worker(url: str, ns: str) -> subprocess.Popen[bytes]:
-    """A CLI worker (four threads) serving ``tests.processes.region_app``."""
-    env = {**os.environ, "STZ_TEST_URL": url, "STZ_TEST_NS": ns, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--app", "tests.processes.region_app:registry",
-         "--url", url, "--namespace", ns, "--concurrency", "4", "--visibility-timeout", "5",
-         "--log-level", "WARNING"], cwd=ROOT, env=env)
-
-
-@contextmanager
-def workers(url: str, ns: str, count: int = 2) -> Iterator[None]:
-    procs = [start_worker(url, ns) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
 
 
 def stage(ref: str, task: str, requires: tuple[str, ...] = (), region: str | None = None) -> StageExecution:

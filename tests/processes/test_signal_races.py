@@ -10,46 +10,20 @@ two executions, one signal seen, the workflow SUCCEEDED.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import redis
 
 from stabilize_redis import Client, StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
-from tests.processes.test_worker_kill import ROOT
+from tests.processes import worker_pool
 
 RealTarget = tuple[str, str]
 
 
-def start_signal_worker(url: str, ns: str) -> subprocess.Popen[bytes]:
-    """A CLI worker (4 threads) serving ``tests.processes.signal_app``."""
-    env = {**os.environ, "STZ_TEST_URL": url, "STZ_TEST_NS": ns, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--app", "tests.processes.signal_app:registry",
-         "--url", url, "--namespace", ns, "--concurrency", "4", "--visibility-timeout", "5",
-         "--log-level", "WARNING"],
-        cwd=ROOT, env=env)
-
-
-@contextmanager
-def workers(url: str, ns: str, count: int = 2) -> Iterator[None]:
-    procs = [start_signal_worker(url, ns) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+def workers(url: str, ns: str, count: int = 2):  # type: ignore[no-untyped-def]
+    """Two CLI workers (four threads each) serving ``tests.processes.signal_app:registry``."""
+    return worker_pool.workers(url, ns, "tests.processes.signal_app:registry", count)
 
 
 def gated(hold: str) -> Workflow:

@@ -3,20 +3,16 @@ repeats."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import redis
 
 from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowStatus, connect
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.processes import worker_pool
 
 
 def _stage(ref: str, requires: set[str] | None = None) -> StageExecution:
@@ -37,12 +33,8 @@ def fan(width: int) -> Workflow:
 
 
 def start_worker(url: str, ns: str, visibility: float) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "STZ_TEST_URL": url, "STZ_TEST_NS": ns, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "workers.cli", "worker", "--app", "tests.processes.app:registry",
-         "--url", url, "--namespace", ns, "--concurrency", "4", "--visibility-timeout", str(visibility),
-         "--log-level", "WARNING"],
-        cwd=ROOT, env=env)
+    """A CLI worker (four threads) serving ``tests.processes.app``."""
+    return worker_pool.start_worker(url, ns, visibility=visibility)
 
 
 def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
