@@ -7,10 +7,7 @@
 -- ARGV[1] source stage id (the jumping stage; for a restart, the restarted stage)
 -- ARGV[2] target: a ref id (mode 'jump') or a stage id (mode 'restart')
 -- ARGV[3] mode: 'jump' | 'restart'
--- ARGV[4] field prefixes, space-separated, in this order: stage blob, version, upstream list,
---         downstream list, ref index, join counter, join threshold, dead counter, dead
---         threshold, settled flag (keys.py spells them; e.g. 's: v: u: d: r: c:j: t:j: c:k: t:k: z:')
--- ARGV[5..] other fields to return as they are (the settled/halted counters, the threshold)
+-- ARGV[4..] other fields to return as they are (the settled/halted counters, the threshold)
 --
 -- The region, from the target T and the source S:
 --   scope    T and every stage all of whose upstreams are in scope (fan-in aware: a downstream
@@ -34,11 +31,8 @@
 
 local wf = KEYS[1]
 local src, target, mode = ARGV[1], ARGV[2], ARGV[3]
-local p = {}
-for prefix in string.gmatch(ARGV[4], '%S+') do
-  p[#p + 1] = prefix
-end
-local BLOB, VER, UP, DOWN, REF, JC, JT, DC, DT, FLAG = p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
+local BLOB, VER, UP, DOWN, REF = K.s, K.v, K.u, K.d, K.r
+local JC, JT, DC, DT, FLAG = K.join_c, K.join_t, K.dead_c, K.dead_t, K.settled_flag
 
 local meta, meta_v = redis.call('HGET', wf, K.meta), redis.call('HGET', wf, VER .. K.meta)
 local tid = target
@@ -145,8 +139,8 @@ for j = 1, ringed do
 end
 
 local out = {meta, meta_v, tid or false, backward, table.concat(scope_order, ' '), table.concat(skips, ' '), ringed,
-             #ARGV - 4}
-for i = 5, #ARGV do
+             #ARGV - 3}
+for i = 4, #ARGV do
   out[#out + 1] = redis.call('HGET', wf, ARGV[i])
 end
 for _, id in ipairs(rows) do

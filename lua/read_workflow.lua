@@ -58,7 +58,7 @@ local counter, threshold = string.match(ARGV[4], '^(%S+) (%S+)$')
 for _, id in ipairs(ids) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', wf, K.s .. id)
-  out[#out + 1] = redis.call('HGET', wf, 'v:s:' .. id)
+  out[#out + 1] = redis.call('HGET', wf, K.v .. K.s .. id)
   if counter then
     out[#out + 1] = redis.call('HGET', wf, counter .. id)
     out[#out + 1] = redis.call('HGET', wf, threshold .. id)

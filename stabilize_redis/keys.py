@@ -313,7 +313,10 @@ LUA_NAMES: dict[str, str] = {
     "payload": ENTRY_PAYLOAD_FIELD, "dead_reason": DEAD_REASON_FIELD, "dead_attempts": DEAD_ATTEMPTS_FIELD,
     "dead_error": DEAD_ERROR_FIELD, "dead_at": DEAD_AT_FIELD, "info_at": CKPT_INFO_AT_FIELD,
     "info_by": CKPT_INFO_BY_FIELD, "info_workflows": CKPT_INFO_WORKFLOWS_FIELD, "v": VERSION_PREFIX,
-    "s": STAGE_PREFIX, "u": UPSTREAMS_PREFIX, "d": DOWNSTREAMS_PREFIX,
+    "s": STAGE_PREFIX, "u": UPSTREAMS_PREFIX, "d": DOWNSTREAMS_PREFIX, "r": ref_field(""),
+    "join_c": counter_field(join_counter("")), "join_t": threshold_field(join_counter("")),
+    "dead_c": counter_field(dead_counter("")), "dead_t": threshold_field(dead_counter("")),
+    "settled_flag": settled_flag_field(""),
 }
 """The names Lua uses, as ``K.<name>`` (``lua_names``): every field and prefix a script spells."""
 

@@ -38,13 +38,9 @@ from stabilize_redis.keys import (
     PartitionKeys,
     counter_field,
     dead_counter,
-    downstreams_field,
     join_counter,
-    ref_field,
-    settled_flag_field,
     stage_field,
     threshold_field,
-    upstreams_field,
     version_field,
 )
 from stabilize_redis.queue.messages import Message, decode_message, new_message_id, payload_type
@@ -229,13 +225,9 @@ class RedisBackend:
         when ``by_ref``: a jump from ``source_id``; else a stage id: a restart) changes, with
         its border and counters, plus the named ``counters`` (and thresholds)."""
         part = self.part(workflow_id)
-        prefixes = " ".join((stage_field(""), version_field(""), upstreams_field(""), downstreams_field(""),
-                             ref_field(""), counter_field(join_counter("")), threshold_field(join_counter("")),
-                             counter_field(dead_counter("")), threshold_field(dead_counter("")),
-                             settled_flag_field("")))
         reply = self.scripts.read_region(
             keys=[part.workflow(workflow_id)],
-            args=[source_id, target, "jump" if by_ref else "restart", prefixes,
+            args=[source_id, target, "jump" if by_ref else "restart",
                   *[counter_field(c) for c in counters], *[threshold_field(c) for c in counters]])
         meta = unpack(reply[0]) if reply[0] else None
         region = Region(workflow_id, meta, _int(reply[1] or None), {}, {})

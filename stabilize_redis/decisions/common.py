@@ -56,9 +56,6 @@ def attach(snap: Snapshot) -> Workflow:
     return wf
 
 
-def stage_of(snap: Snapshot, stage_id: str) -> StageRecord | None:
-    return snap.stages.get(stage_id)
-
 
 def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
     s = rec.stage

@@ -23,6 +23,7 @@ from typing import Any
 
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import now_ms, stage_event_data
+from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import choice_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
@@ -63,6 +64,7 @@ def cancel_unstarted(t: Transition, rec: StageRecord, kw: dict[str, Any], **data
             task.status = WorkflowStatus.CANCELED
             task.end_time = now
     t.write_stage(rec)
+    wake_watchers(t, rec, kw)  # a milestone among the losers: its watchers decide again
     t.event("stage.canceled", "stage", rec.id, stage_event_data(rec, status="CANCELED", **data))
     if rec.stage.parent_stage_id is None:
         t.settle(rec.id, True, CompleteWorkflow(**kw))

@@ -11,11 +11,11 @@ read set.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from stabilize_redis.decisions.claim import claim_ready_stage, report_expression_failure
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
+from stabilize_redis.decisions.common import now_ms
 from stabilize_redis.decisions.layout import meta_extras, phase_counter
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
@@ -169,7 +169,7 @@ def succeed_workflow(t: Transition, snap: Snapshot) -> None:
     assert snap.meta is not None
     wf = meta_from_dict(snap.meta)
     wf.status = WorkflowStatus.SUCCEEDED
-    wf.end_time = int(time.time() * 1000)
+    wf.end_time = now_ms()
     t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
     t.event("workflow.completed", "workflow", wf.id, {
         "status": wf.status.name, "end_time": wf.end_time,

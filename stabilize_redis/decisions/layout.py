@@ -82,7 +82,7 @@ def phase_counts(children: list[StageRecord]) -> dict[str, tuple[int, int]]:
     for phase in PHASES:
         mine = [c for c in children if phase_of(c.stage) == phase]
         if mine:
-            out[phase] = (sum(1 for c in mine if _finished_ok(c.stage.status)), len(mine))
+            out[phase] = (sum(1 for c in mine if finished_ok(c.stage.status)), len(mine))
     return out
 
 
@@ -177,7 +177,7 @@ def settlement(records: Mapping[str, StageRecord],
         stage = rec.stage
         ups = [records[u] for u in rec.up if u in records]
         if ups:
-            out.joins[rec.id] = sum(1 for u in ups if _finished_ok(u.stage.status)
+            out.joins[rec.id] = sum(1 for u in ups if finished_ok(u.stage.status)
                                     and (activates is None or activates(u, rec.id)))
         if stage.parent_stage_id is not None:
             continue
@@ -192,7 +192,8 @@ def settlement(records: Mapping[str, StageRecord],
     return out
 
 
-def _finished_ok(status: WorkflowStatus) -> bool:
+def finished_ok(status: WorkflowStatus) -> bool:
+    """A final status downstream stages may go on from (SUCCEEDED, FAILED_CONTINUE, SKIPPED)."""
     return status.is_complete and not status.is_halt
 
 
@@ -254,6 +255,8 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
         STATUS_FIELD: wf.status.name.encode(),
         STAGE_IDS_FIELD: pack([s.id for s in wf.stages]),
     }
+    for mid, watchers in watchers_by_milestone(wf.stages).items():  # decisions.milestones
+        records[mid].stage.context = {**records[mid].stage.context, WATCHERS: watchers}
     for rec in records.values():
         fields[stage_field(rec.id)] = encode_stage(rec)
         if rec.up:
@@ -274,9 +277,6 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
             regions.setdefault(stage.cancel_region, []).append(stage.id)
     for region, members in regions.items():
         fields[region_field(region)] = " ".join(members).encode()
-    for mid, watchers in watchers_by_milestone(wf.stages).items():  # decisions.milestones
-        records[mid].stage.context = {**records[mid].stage.context, WATCHERS: watchers}
-        fields[stage_field(mid)] = encode_stage(records[mid])
     fields.update(counter_fields(records, settlement(records)))
     fields.update(phase_counter_fields(records))
     return fields

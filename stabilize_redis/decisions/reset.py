@@ -22,7 +22,7 @@ from typing import Any
 
 from stabilize_redis.dag.lineage import materialize, merge_value
 from stabilize_redis.decisions.codec import StageRecord
-from stabilize_redis.decisions.layout import dead_gate, join_gate, phase_counter, phase_counts
+from stabilize_redis.decisions.layout import dead_gate, finished_ok, join_gate, phase_counter, phase_counts
 from stabilize_redis.decisions.snapshot import Region
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
@@ -129,9 +129,6 @@ def activates(up: StageRecord, down: StageRecord) -> bool:
         return False
 
 
-def _finished_ok(rec: StageRecord) -> bool:
-    return rec.stage.status.is_complete and not rec.stage.status.is_halt
-
 
 def recount(t: Transition, region: Region, changed: Iterable[str], reset: Collection[str], kw: dict[str, Any],
             started: Collection[str] = ()) -> None:
@@ -160,7 +157,7 @@ def recount(t: Transition, region: Region, changed: Iterable[str], reset: Collec
         if not ups:
             continue
         gate = join_gate(rec.stage, len(ups))
-        joined = sum(1 for u in ups if _finished_ok(u) and activates(u, rec))
+        joined = sum(1 for u in ups if finished_ok(u.stage.status) and activates(u, rec))
         _set(t, region, join_counter(sid), joined)
         if sid in reset and region.thresholds.get(join_counter(sid)) != gate:
             t.set_threshold(join_counter(sid), gate)  # a multi-merge raises it run by run

@@ -52,7 +52,14 @@ from stabilize_redis.decisions.codec import (
     unpack,
 )
 from stabilize_redis.decisions.common import stage_event_data
-from stabilize_redis.decisions.layout import dead_gate, join_gate, meta_extras, phase_counter, phase_counts
+from stabilize_redis.decisions.layout import (
+    dead_gate,
+    finished_ok,
+    join_gate,
+    meta_extras,
+    phase_counter,
+    phase_counts,
+)
 from stabilize_redis.decisions.transition import CounterOp, Transition
 from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.keys import (
@@ -136,9 +143,6 @@ class GraphRead:
         t.set_threshold(SETTLED_COUNTER, self.settled_limit)
 
 
-def _finished_ok(rec: StageRecord) -> bool:
-    return rec.stage.status.is_complete and not rec.stage.status.is_halt
-
 
 def recount_join(t: Transition, graph: GraphRead, rec: StageRecord, ups: list[StageRecord]) -> None:
     """Store ``rec``'s join (and, top-level, dead-upstream) counters and thresholds as its
@@ -156,7 +160,7 @@ def recount_join(t: Transition, graph: GraphRead, rec: StageRecord, ups: list[St
             t.push(StartStage(stage_id=rec.id, **kw))
         return
     gate = join_gate(rec.stage, len(ups))
-    joined = sum(1 for u in ups if _finished_ok(u))
+    joined = sum(1 for u in ups if finished_ok(u.stage.status))
     t.reset_counter(join_counter(rec.id), joined, threshold=gate)
     if top:
         dead = sum(1 for u in ups if u.stage.status.is_halt)
@@ -328,7 +332,7 @@ def plan_children(t: Transition, graph: GraphRead, parent: StageRecord, siblings
         changed[rec.id] = rec
         if rec.up:
             ups = [by_ref[r] for r in rec.stage.requisite_stage_ref_ids]
-            t.reset_counter(join_counter(rec.id), sum(1 for u in ups if _finished_ok(u)),
+            t.reset_counter(join_counter(rec.id), sum(1 for u in ups if finished_ok(u.stage.status)),
                             threshold=join_gate(rec.stage, len(ups)))
         t.event("stage.added", "stage", rec.id, stage_event_data(rec))
     for rec in changed.values():

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
 
+from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms, stage_event_data
@@ -78,11 +79,8 @@ def read_region(backend: RedisBackend, workflow_id: str, region: str) -> RegionR
     members = raw.decode().split() if raw else []
     snap = backend.read(workflow_id, members)
     out = RegionRead(**{f.name: getattr(snap, f.name) for f in fields(Snapshot)}, members=members)
-    wanted = sorted({c for rec in out.stages.values() for c in rec.children} - set(out.stages))
-    while wanted:
-        more = backend.read(workflow_id, wanted).stages
-        out.stages.update(more)
-        wanted = sorted({c for rec in more.values() for c in rec.children} - set(out.stages))
+    out.stages.update({k: v for k, v in read_descendants(backend, workflow_id, list(out.stages.values())).items()
+                       if k not in out.stages})
     names = sorted({rec.stage.mutex_key for rec in out.stages.values()
                     if rec.stage.mutex_key and not rec.stage.status.is_complete})
     if names:

@@ -261,12 +261,7 @@ class RunTaskHandler(Handler):
             self._finish(t, snap, rec, task, stage.failure_status(default=WorkflowStatus.TERMINAL),
                          WorkflowStatus.TERMINAL, message)
             return
-        if status == WorkflowStatus.SUSPENDED:
-            task.status = WorkflowStatus.SUSPENDED
-            stage.status = WorkflowStatus.SUSPENDED
-            t.write_stage(rec)
-            return
-        if status in _FORWARD:
+        if status in _FORWARD:  # SUSPENDED never comes here: handle() commits it (signal_stage)
             self._finish(t, snap, rec, task, status, None, message)
             return
         if status not in (WorkflowStatus.CANCELED, WorkflowStatus.TERMINAL):

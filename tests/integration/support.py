@@ -4,7 +4,8 @@ and waiting on conditions with a deadline (never a bare sleep)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,16 @@ class Engine:
     def new_processor(self, config: EngineConfig | None = None, **kw: Any) -> QueueProcessor:
         return QueueProcessor(self.queue, store=self.store, task_registry=self.registry,
                               engine_config=config or FAST, **kw)
+
+    @contextmanager
+    def threaded(self, concurrency: int = 8) -> Iterator[QueueProcessor]:
+        """A background processor with ``concurrency`` handler threads for the block."""
+        proc = self.new_processor(concurrency=concurrency)
+        proc.start()
+        try:
+            yield proc
+        finally:
+            proc.stop(timeout=10)
 
     def events(self, wf_id: str, event_type: str | None = None) -> list[dict[str, Any]]:
         events = self.store.events(wf_id)

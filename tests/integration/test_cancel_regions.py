@@ -6,8 +6,6 @@ workflow then ends CANCELED (stabilize's rule for a workflow with a CANCELED sta
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -63,14 +61,6 @@ def engine(target: Target) -> tuple[Engine, Worker]:
     return eng, worker
 
 
-@contextmanager
-def threaded(eng: Engine) -> Iterator[None]:
-    proc = eng.new_processor(concurrency=8)
-    proc.start()
-    try:
-        yield
-    finally:
-        proc.stop(timeout=10)
 
 
 def in_region(ref: str, requires: tuple[str, ...] = (), mutex_key: str | None = None,
@@ -89,7 +79,7 @@ def test_canceling_a_region_cancels_its_running_and_unstarted_stages_and_the_oth
                        in_region("e1", ("root",), until_canceled=True), in_region("e2", ("root",), until_canceled=True),
                        in_region("later", ("e1",)), make_stage("other", "work", ["root"]),
                        make_stage("after_other", "work", ["other"]))
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: {"e1", "e2", "other"} <= worker.executing, 10, "e1, e2 and other to run")
         cancel(eng, wf.id)
@@ -113,7 +103,7 @@ def test_a_region_parents_synthetic_children_are_canceled_with_it(target: Target
     child.parent_stage_id = parent.id
     child.synthetic_stage_owner = SyntheticStageOwner.STAGE_BEFORE
     wf = make_workflow(parent, child)
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: "child" in worker.executing, 10, "the before-stage to run")
         cancel(eng, wf.id)
@@ -128,7 +118,7 @@ def test_a_region_stage_holding_a_mutex_hands_it_to_a_waiter_outside_the_region(
     worker.gates["root"] = threading.Event()
     wf = make_workflow(in_region("holder", mutex_key="db", until_canceled=True), make_stage("root", "work"),
                        make_stage("waiter", "work", ["root"], mutex_key="db"))
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: "holder" in worker.executing, 10, "the holder to run")
         worker.gates["root"].set()
@@ -177,7 +167,7 @@ def test_canceling_a_region_wakes_the_watchers_of_its_milestone(target: Target) 
     worker.gates["root"] = threading.Event()
     w = make_stage("w", "work", milestone_ref_id="m", milestone_status="RUNNING")
     wf = make_workflow(w, make_stage("root", "work"), in_region("m", ("root",)))
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: eng.events(wf.id, "milestone.waiting"), 10, "the watcher to wait")
         cancel(eng, wf.id)

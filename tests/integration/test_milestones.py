@@ -5,8 +5,6 @@ otherwise waits - released by the milestone's own status change, never by pollin
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -59,14 +57,6 @@ def engine(target: Target) -> tuple[Engine, Held]:
     return eng, held
 
 
-@contextmanager
-def threaded(eng: Engine) -> Iterator[None]:
-    proc = eng.new_processor(concurrency=8)
-    proc.start()
-    try:
-        yield
-    finally:
-        proc.stop(timeout=10)
 
 
 def watcher(ref: str, requires: tuple[str, ...] = (), milestone: str = "m", status: str = "RUNNING") -> StageExecution:
@@ -85,7 +75,7 @@ def test_a_watcher_of_running_starts_while_the_milestone_runs(target: Target) ->
     eng, held = engine(target)
     held.gate("m")
     wf = make_workflow(make_stage("root", "held"), make_stage("m", "held", ["root"]), watcher("w", ("root",)))
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: status_of(eng, wf.id, "w") == S.SUCCEEDED, 10, "the watcher to finish")
         assert status_of(eng, wf.id, "m") == S.RUNNING
@@ -100,7 +90,7 @@ def test_a_waiting_watcher_is_released_by_the_milestones_start(target: Target) -
     held.gate("root")
     held.gate("m")
     wf = make_workflow(watcher("w"), make_stage("root", "held"), make_stage("m", "held", ["root"]))
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: waiting(eng, wf.id), 10, "the watcher to wait for its milestone")
         assert status_of(eng, wf.id, "w") == S.NOT_STARTED and "w" not in held.runs
@@ -139,7 +129,7 @@ def test_a_waiting_watcher_is_skipped_when_its_milestone_is_skipped(target: Targ
     held.gate("root")
     wf = make_workflow(watcher("w"), make_stage("root", "held"),
                        make_stage("m", "held", ["root"], {"stageEnabled": False}))
-    with threaded(eng):
+    with eng.threaded():
         eng.client.submit(wf)
         wait_until(lambda: waiting(eng, wf.id), 10, "the watcher to wait for its milestone")
         held.gate("root").set()
