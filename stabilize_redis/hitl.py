@@ -55,12 +55,16 @@ class ApprovalTask(Task):
 def _check_owner(store: Any, execution_id: str, stage_id: str) -> None:
     """ValueError unless ``stage_id`` is a stage of workflow ``execution_id``."""
     try:
-        workflow = store.retrieve(execution_id)
+        found = store.retrieve(execution_id) if not hasattr(store, "retrieve_stage") else None
+        if found is None:  # one stage read, not the whole workflow
+            store.retrieve_stage(stage_id, execution_id)
+        elif all(stage.id != stage_id for stage in found.stages):
+            raise KeyError(stage_id)
+    except (KeyError, LookupError, ValueError) as exc:
+        raise ValueError(f"Stage {stage_id} is not a stage of workflow {execution_id}; "
+                         "refusing to signal across workflows") from exc
     except Exception as exc:  # noqa: BLE001 - any lookup failure means it cannot be addressed
         raise ValueError(f"Stage {stage_id} could not be resolved in workflow {execution_id}: {exc}") from exc
-    if all(stage.id != stage_id for stage in workflow.stages):
-        raise ValueError(f"Stage {stage_id} is not a stage of workflow {execution_id}; "
-                         "refusing to signal across workflows")
 
 
 def send_signal(queue: _Queue, execution_id: str, stage_id: str, signal_name: str,
