@@ -12,7 +12,11 @@
 -- ARGV[5..] other fields to return as they are (counters, thresholds)
 --
 -- Neighbour ids come from the plain fields u:<stage id> / d:<stage id> (space-separated),
--- written when the workflow is laid out.
+-- written when the workflow is laid out. With ARGV[4] given, a downstream neighbour (one not
+-- asked for in ARGV[3], reached through d:) whose stored join threshold is above 1 is returned
+-- with its counter and threshold but without its record (blob and version false): a completion
+-- only counts toward such a join, so a wide fan's join record is never read (or decoded) by each
+-- of its upstreams. The caller reads the records it does need (an OR split's downstreams).
 --
 -- Returns {processed (0|1), meta, meta version, #others, other values..., then per stage read:
 --          stage id, blob, version [, counter, threshold when ARGV[4] names them]}. Missing
@@ -29,11 +33,12 @@ for i = 5, #ARGV do
   out[#out + 1] = redis.call('HGET', wf, ARGV[i])
 end
 
-local ids, seen = {}, {}
-local function add(id)
+local ids, seen, down = {}, {}, {}
+local function add(id, is_down)
   if id ~= '' and not seen[id] then
     seen[id] = true
     ids[#ids + 1] = id
+    down[id] = is_down
   end
 end
 for id in string.gmatch(ARGV[3], '%S+') do
@@ -48,7 +53,7 @@ for i = 1, requested do
       local list = redis.call('HGET', wf, prefix .. ids[i])
       if list then
         for id in string.gmatch(list, '%S+') do
-          add(id)
+          add(id, prefix == K.d)
         end
       end
     end
@@ -56,12 +61,18 @@ for i = 1, requested do
 end
 local counter, threshold = string.match(ARGV[4], '^(%S+) (%S+)$')
 for _, id in ipairs(ids) do
+  local limit = counter and redis.call('HGET', wf, threshold .. id)
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', wf, K.s .. id)
-  out[#out + 1] = redis.call('HGET', wf, K.v .. K.s .. id)
+  if counter and down[id] and limit and tonumber(limit) > 1 then
+    out[#out + 1] = false
+    out[#out + 1] = false
+  else
+    out[#out + 1] = redis.call('HGET', wf, K.s .. id)
+    out[#out + 1] = redis.call('HGET', wf, K.v .. K.s .. id)
+  end
   if counter then
     out[#out + 1] = redis.call('HGET', wf, counter .. id)
-    out[#out + 1] = redis.call('HGET', wf, threshold .. id)
+    out[#out + 1] = limit
   end
 end
 return out

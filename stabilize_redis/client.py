@@ -16,7 +16,13 @@ from stabilize_redis.keys import META_FIELD, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
-from stabilize_redis.queue.messages import CancelRegion, CancelWorkflow, RestartStage, SignalStage
+from stabilize_redis.queue.messages import (
+    AddMultiInstance,
+    CancelRegion,
+    CancelWorkflow,
+    RestartStage,
+    SignalStage,
+)
 from stabilize_redis.queue.redis_queue import RedisQueue
 from stabilize_redis.validation import validate_workflow
 
@@ -152,6 +158,21 @@ class Client:
         stage_id = self._stage_id(workflow_id, stage_ref_or_id, "signaled")
         self.queue.push(SignalStage(execution_id=workflow_id, stage_id=stage_id, signal_name=name,
                                     signal_data=dict(data or {}), persistent=persistent))
+        return stage_id
+
+    def add_instance(self, workflow_id: str, stage_ref_or_id: str,
+                     instance_context: dict[str, object] | None = None) -> str:
+        """Enqueue an AddMultiInstance for a multi-instance stage (``mi_config.allow_dynamic``)
+        named by its id or ref id, and return the stage id. Its group gets one more instance,
+        with ``instance_context`` in its context, and the group's join waits for it - unless the
+        join has fired, the stage halted or the workflow finished: then a ``mi.instance_rejected``
+        event says why (``decisions.multi_instance``).
+
+        Raises WorkflowNotFoundError / StageError as ``signal`` does; ValueError when
+        ``instance_context`` cannot be sent."""
+        stage_id = self._stage_id(workflow_id, stage_ref_or_id, "given instances")
+        self.queue.push(AddMultiInstance(execution_id=workflow_id, stage_id=stage_id,
+                                         instance_context=dict(instance_context or {})))
         return stage_id
 
     def _stage_id(self, workflow_id: str, stage_ref_or_id: str, verb: str) -> str:

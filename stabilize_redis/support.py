@@ -99,7 +99,13 @@ CANCEL_REGIONS = Feature("cancel regions", f"cancel regions (cancel_region, Canc
     "test_canceling_a_region_cancels_its_running_and_unstarted_stages_and_the_others_finish",
     "tests/integration/test_cancel_regions.py::test_a_region_parents_synthetic_children_are_canceled_with_it",
     "tests/processes/test_region_races.py::test_a_canceled_regions_running_tasks_see_their_tokens_across_processes"))
-MULTI_INSTANCE = Feature("multi-instance", f"multi-instance stages (mi_config, AddMultiInstance; WCP-12..15) are {_YET}")
+MULTI_INSTANCE = Feature("multi-instance", f"multi-instance stages (mi_config, AddMultiInstance; WCP-12..15) are {_YET}",
+                         executed=True, tests=(
+    "tests/integration/test_multi_instance.py::test_a_fixed_group_runs_every_instance_then_its_join_once",
+    "tests/integration/test_multi_instance.py::"
+    "test_a_quorum_join_with_cancel_remaining_cancels_the_unfinished_instances_and_the_workflow_succeeds",
+    "tests/integration/test_multi_instance.py::test_an_instance_added_while_the_parent_runs_is_waited_for_by_the_join",
+    "tests/processes/test_multi_instance_races.py::test_a_hundred_racing_adds_all_land_in_the_join_count"))
 MULTI_MERGE = Feature("multi-merge", f"JoinType.MULTI_MERGE (WCP-8: one run per upstream completion) is {_YET}",
                       executed=True, tests=("tests/integration/test_multi_merge.py::"
                                             "test_a_multi_merge_runs_once_per_upstream_each_over_that_upstreams_outputs",))
@@ -276,7 +282,9 @@ STAGE: dict[str, Entry] = {
                        "test_failing_split_condition_skips_only_its_branch_and_reports_the_error"),
     "split_conditions": partly("an OR split's expression per downstream ref id", SPLIT_RULE,
                                lambda v, s: bool(v) and s.owner.split_type is not SplitType.OR, {"next": "ok"}),
-    "mi_config": uses(MULTI_INSTANCE, MultiInstanceConfig()),
+    "mi_config": done("makes the stage a multi-instance parent: its instances and join must be the shape the "
+                      "config says (stages.multi_instance_builder builds it)",
+                      "tests/integration/test_multi_instance.py::test_a_fixed_group_runs_every_instance_then_its_join_once"),
     "deferred_choice_group": done("of the top-level stages of one group, the first whose start commits runs; that "
                                   "commit cancels the others (decisions.deferred_choice)",
                                   "tests/integration/test_deferred_choice.py::"
@@ -323,13 +331,24 @@ TASK: dict[str, Entry] = {
 }
 
 MULTI_INSTANCE_CONFIG: dict[str, Entry] = {
-    "count": uses(MULTI_INSTANCE, 3),
-    "count_from_context": uses(MULTI_INSTANCE, "n"),
-    "sync_on_complete": uses(MULTI_INSTANCE, False),
-    "allow_dynamic": uses(MULTI_INSTANCE, True),
-    "collection_from_context": uses(MULTI_INSTANCE, "items"),
-    "join_threshold": uses(MULTI_INSTANCE, 2),
-    "cancel_remaining": uses(MULTI_INSTANCE, True),
+    "count": done("the number of instance stages the group has (checked at submit; AddMultiInstance raises it)",
+                  "tests/integration/test_multi_instance.py::test_a_group_not_the_shape_its_config_says_is_refused"),
+    "count_from_context": done("the parent context key the count was read from (checked against the count)"),
+    "sync_on_complete": done("the group has a join (<ref>_mi_join) waiting for its instances; without, the "
+                             "instances just run (WCP-12)",
+                             "tests/integration/test_multi_instance.py::"
+                             "test_without_sync_the_instances_run_and_the_workflow_ends_after_them"),
+    "allow_dynamic": done("AddMultiInstance adds instances until the join fires",
+                          "tests/integration/test_multi_instance.py::"
+                          "test_an_instance_added_after_the_join_fired_is_rejected_with_an_event"),
+    "collection_from_context": done("the parent context key of the list the instances were built from (one per "
+                                    "item; checked against the count)"),
+    "join_threshold": done("the join is N_OF_M over the instances with this threshold (WCP-34)"),
+    "cancel_remaining": done("the commit that starts the join cancels the unfinished instances (tokens canceled, "
+                             "not-started ones never run); the workflow counts them as not taken",
+                             "tests/integration/test_multi_instance.py::"
+                             "test_a_quorum_join_with_cancel_remaining_cancels_the_unfinished_instances_and_the_"
+                             "workflow_succeeds"),
 }
 
 TRIGGER: dict[str, Entry] = {name: done(STORED) for name in ("type", "user", "parameters", "artifacts", "payload")}
@@ -399,7 +418,10 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
     "CancelRegion": done("cancels a region's unfinished stages in one commit; running tasks' tokens are canceled",
                          "tests/processes/test_region_races.py::"
                          "test_a_canceled_regions_running_tasks_see_their_tokens_across_processes"),
-    "AddMultiInstance": needs_all(MULTI_INSTANCE),
+    "AddMultiInstance": done("adds an instance to a dynamic group and makes its join wait for it, in one commit; "
+                             "rejected with an event once the join fired",
+                             "tests/integration/test_multi_instance.py::"
+                             "test_an_instance_added_after_the_join_fired_is_rejected_with_an_event"),
     "StartTask": done("starts a task"),
     "RunTask": done("runs a task's code once per delivery and commits its result"),
     "CompleteTask": done("records a task's final status, then the next task or the stage's completion"),
@@ -449,7 +471,7 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "signal_data": done("SignalStage: the stage context's _signal_data when it resumes"),
     "persistent": done("SignalStage: buffer the signal if the stage is not SUSPENDED yet (else discard it)"),
     "region": done("CancelRegion: the cancel_region whose stages are canceled"),
-    "instance_context": part_of(MULTI_INSTANCE),
+    "instance_context": done("AddMultiInstance: the new instance's context"),
 }
 """Every field of every message type, by name (a name means the same in every type)."""
 

@@ -13,7 +13,9 @@ from workers.commands import COMMANDS
 
 
 def _modules() -> dict[str, ModuleType]:
-    return {name: importlib.import_module(f"workers.commands.{name}") for name in COMMANDS}
+    """Command name (the module's ``NAME``: ``add-instance`` lives in ``add_instance``) -> module."""
+    modules = [importlib.import_module(f"workers.commands.{name}") for name in COMMANDS]
+    return {module.NAME: module for module in modules}
 
 
 def build_parser(modules: dict[str, ModuleType] | None = None) -> argparse.ArgumentParser:
@@ -21,7 +23,7 @@ def build_parser(modules: dict[str, ModuleType] | None = None) -> argparse.Argum
     parser = argparse.ArgumentParser(prog="stabilize-redis", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, module in modules.items():
-        module.add_arguments(sub.add_parser(name, help=module.HELP))
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.__doc__))
     return parser
 
 

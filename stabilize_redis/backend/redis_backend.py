@@ -43,6 +43,7 @@ from stabilize_redis.keys import (
     threshold_field,
     version_field,
 )
+from stabilize_redis.models.stage import SplitType
 from stabilize_redis.queue.messages import Message, decode_message, new_message_id, payload_type
 from stabilize_redis.support import check_message
 
@@ -207,7 +208,26 @@ class RedisBackend:
                 counts[name] = _int(rest[i + 3] or None)
                 if rest[i + 4]:
                     limits[name] = int(rest[i + 4])
+        if downs:
+            self._read_split_downstreams(workflow_id, part, [stages[s] for s in stage_ids if s in stages], stages)
         return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]), limits)
+
+    def _read_split_downstreams(self, workflow_id: str, part: PartitionKeys, recs: Sequence[StageRecord],
+                                stages: dict[str, StageRecord]) -> None:
+        """Add to ``stages`` the downstream records ``read_workflow.lua`` left out (joins of
+        several upstreams) that an OR split among ``recs`` names by ref id in its conditions:
+        one HMGET, only for such a split."""
+        wanted = [d for rec in recs if rec.stage.split_type == SplitType.OR and rec.stage.split_conditions
+                  for d in rec.down if d not in stages]
+        if not wanted:
+            return
+        fields: list[str] = []
+        for sid in wanted:
+            fields += [stage_field(sid), version_field(stage_field(sid))]
+        values = self.client.hmget(part.workflow(workflow_id), fields)
+        for i, sid in enumerate(wanted):
+            if values[2 * i] is not None:
+                stages[sid] = decode_stage(values[2 * i], _int(values[2 * i + 1]))
 
     def read_fields(self, workflow_id: str, names: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
         """One HMGET: each versioned hash field of ``names`` with its version (``(None, 0)`` when
@@ -460,12 +480,15 @@ class RedisBackend:
         Partitions are independent: one whose commands fail (a missing group, a damaged key)
         is skipped and the others are still reclaimed; after a connection error the rest are
         left for the next pass. Claimed entries are always returned (they are pending under
-        ``consumer`` now); the first error is raised only when nothing was claimed."""
+        ``consumer`` now); the first error is raised only when nothing was claimed. At most
+        ``count`` entries in all (the caller's free handler slots)."""
         out: list[Delivery] = []
         first_error: redis.RedisError | None = None
         for part in self.keys.all_partitions():
+            if len(out) >= count:
+                break
             try:
-                out += self._reclaim_partition(part, consumer, min_idle_ms, count)
+                out += self._reclaim_partition(part, consumer, min_idle_ms, count - len(out))
             except redis.RedisError as e:
                 first_error = first_error or e
                 if not isinstance(e, redis.ResponseError):

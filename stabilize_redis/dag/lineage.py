@@ -19,7 +19,7 @@ from typing import Any
 Lineage = dict[str, list[list[Any]]]
 
 
-def extend_lineage(lineage: Lineage, rank: int, outputs: Mapping[str, Any]) -> Lineage:
+def extend_lineage(lineage: Lineage, rank: float, outputs: Mapping[str, Any]) -> Lineage:
     """A new lineage: ``lineage`` plus the outputs of the stage of topological position ``rank``."""
     out: Lineage = {k: list(v) for k, v in lineage.items()}
     for key, value in outputs.items():
@@ -32,14 +32,15 @@ def extend_lineage(lineage: Lineage, rank: int, outputs: Mapping[str, Any]) -> L
 def union_lineages(lineages: Iterable[Lineage]) -> Lineage:
     """Union of lineages; an ancestor reached through several paths contributes once."""
     out: Lineage = {}
+    seen: dict[str, set[Any]] = {}  # key -> ranks in out[key], kept as it grows: linear in the entries
     for lineage in lineages:
         for key, entries in lineage.items():
             mine = out.setdefault(key, [])
-            seen = {e[0] for e in mine}
+            ranks = seen.setdefault(key, set())
             for entry in entries:
-                if entry[0] not in seen:
+                if entry[0] not in ranks:
                     mine.append(list(entry))
-                    seen.add(entry[0])
+                    ranks.add(entry[0])
     return out
 
 

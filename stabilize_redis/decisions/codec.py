@@ -25,6 +25,7 @@ import msgpack
 
 from stabilize_redis.models.multi_instance import MultiInstanceConfig
 from stabilize_redis.models.stage import JoinType, SplitType, StageExecution, SyntheticStageOwner
+from stabilize_redis.models.stage.stage import OUTPUT_REDUCERS_KEY
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.models.workflow import PausedDetails, Trigger, Workflow, WorkflowType
@@ -304,7 +305,7 @@ class StageRecord:
     up: list[str] = field(default_factory=list)
     down: list[str] = field(default_factory=list)
     children: list[str] = field(default_factory=list)
-    rank: int = 0
+    rank: float = 0
     anc: dict[str, list[list[Any]]] = field(default_factory=dict)
     version: int = 0
     tries: dict[str, int] = field(default_factory=dict)
@@ -316,6 +317,14 @@ class StageRecord:
         return self.stage.id
 
 
+def _with_reducers(s: StageExecution) -> dict[str, Any]:
+    """The context to store: ``output_reducers`` set after construction (which mirrors them into
+    the context only once) is stored too, so it is never silently dropped."""
+    if s.output_reducers and s.context.get(OUTPUT_REDUCERS_KEY) != s.output_reducers:
+        return {**s.context, OUTPUT_REDUCERS_KEY: dict(s.output_reducers)}
+    return s.context
+
+
 def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
     s = rec.stage
     return {
@@ -324,7 +333,7 @@ def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
         "type": s.type,
         "name": s.name,
         "status": s.status.name,
-        "context": s.context,
+        "context": _with_reducers(s),
         "outputs": s.outputs,
         "tasks": [task_to_dict(t) for t in s.tasks],
         "req": sorted(s.requisite_stage_ref_ids),

@@ -66,3 +66,9 @@ def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
     }
     data.update(extra)
     return data
+
+
+PENDING_JUMP = "_jump_pending"
+"""Stage context key, from the commit that ends a task REDIRECT until the JumpToStage it sent
+is decided: {target, context, outputs, attempt} - what recovery needs to send that JumpToStage
+again if it was lost (``durability.recovery_plan``)."""

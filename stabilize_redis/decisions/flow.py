@@ -25,6 +25,7 @@ from stabilize_redis.models.stage import JoinType, SplitType
 from stabilize_redis.models.stage.phases import owner_of, phase_of
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import CompleteWorkflow, ContinueParentStage, SkipStage, StartStage
+from stabilize_redis.stages.multi_instance_shape import MI_CANCEL_REMAINING
 from stabilize_redis.tasks.registry import TaskRegistry
 
 __all__ = ["SETTLE_COUNTERS", "SPLIT_CONDITION_ERRORS", "activated_downstreams", "join_counter", "notify_parent",
@@ -143,7 +144,8 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
         down = snap.stages.get(did)
         count, limit = snap.counters.get(name), snap.thresholds.get(name)
         if registry is not None and down is not None and count == 0 and limit == 1 \
-                and live and down.stage.status == WorkflowStatus.NOT_STARTED and not is_multi_merge(down):
+                and live and down.stage.status == WorkflowStatus.NOT_STARTED and not is_multi_merge(down) \
+                and not down.stage.context.get(MI_CANCEL_REMAINING):  # its start reads the other instances
             t.expect_counter(name, count)
             t.count(name)
             claim_ready_stage(registry, t, down, [rec], message_kw)

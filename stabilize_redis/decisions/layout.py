@@ -21,7 +21,9 @@ from the statuses the workflow is stored with (``settlement``, the same recount 
 
 Each ``deferred_choice_group`` gets the ids of its top-level stages (``keys.choice_members_field``),
 each ``cancel_region`` the ids of its stages (``keys.region_field``), and each milestone stage the
-ids of its watchers in its context (``decisions.milestones.WATCHERS``).
+ids of its watchers in its context (``decisions.milestones.WATCHERS``); a multi-instance join
+gets its group's parent ref id (and ``cancel_remaining``) in its context
+(``stages.multi_instance_shape.join_contexts``).
 
 Ranks (``StageRecord.rank``, the order ancestors' outputs merge in) put every stage after its
 parent and its sibling upstreams: the top-level stages in topological order, then each
@@ -67,6 +69,7 @@ from stabilize_redis.models.stage import JoinType, StageExecution
 from stabilize_redis.models.stage.phases import PHASES, phase_of
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
+from stabilize_redis.stages.multi_instance_shape import GroupShapeError, check_groups, join_contexts
 from stabilize_redis.validation import WorkflowValidationError, validate_storable
 
 
@@ -221,8 +224,13 @@ def counter_fields(records: Mapping[str, StageRecord], counts: Settlement) -> di
 
 def validate_plain_data(wf: Workflow) -> None:
     """Reject values that cannot be stored (WorkflowValidationError naming the stage and key
-    path); see ``validation.validate_storable``."""
+    path; see ``validation.validate_storable``) and multi-instance groups that are not the
+    shape their config describes (``stages.multi_instance_shape.check_groups``)."""
     validate_storable(wf)
+    try:
+        check_groups(wf.stages)
+    except GroupShapeError as e:
+        raise WorkflowValidationError(str(e)) from None
 
 
 def _siblings_key(stage: StageExecution) -> tuple[str | None, str]:
@@ -257,6 +265,8 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
     }
     for mid, watchers in watchers_by_milestone(wf.stages).items():  # decisions.milestones
         records[mid].stage.context = {**records[mid].stage.context, WATCHERS: watchers}
+    for jid, keys in join_contexts(wf.stages).items():  # what a multi-instance join does when it fires
+        records[jid].stage.context = {**records[jid].stage.context, **keys}
     for rec in records.values():
         fields[stage_field(rec.id)] = encode_stage(rec)
         if rec.up:

@@ -20,8 +20,14 @@ engine's message flow:
   - NOT_STARTED stage whose upstreams are complete as its join requires (or a top-level stage
     with no upstream): StartStage, or SkipStage when a finished upstream's OR-split did not
     activate it. The StartStage handler re-checks readiness and ``stageEnabled``;
-  - PAUSED, SUSPENDED, BUFFERED and REDIRECT stages or tasks: nothing (they wait for an
-    operator, a signal, or a message that is not lost by definition);
+  - RUNNING stage whose task ended REDIRECT with its jump not decided yet
+    (``decisions.common.PENDING_JUMP``): that JumpToStage again (of the same run: a stale one is
+    discarded by its handler);
+  - a multi-merge stage between runs (finished a run, ``_mm_done`` not set): StartStage for it
+    (its next run, or the release of its downstreams), and its downstreams wait as if it were
+    running;
+  - PAUSED, SUSPENDED and BUFFERED stages or tasks: nothing (they wait for an operator or a
+    signal);
   - and CompleteWorkflow when every top-level stage has settled (the settled count, recounted
     from the statuses by ``decisions.layout.settlement``: a final status, or a join that can no
     longer be met because an upstream halted), or when one of them is TERMINAL or CANCELED (the
@@ -40,10 +46,12 @@ from typing import Any
 
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, meta_from_dict, unpack
+from stabilize_redis.decisions.common import PENDING_JUMP
 from stabilize_redis.decisions.flow import activated_downstreams
 from stabilize_redis.decisions.layout import settlement
+from stabilize_redis.decisions.multi_merge import MM_DONE
 from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field, version_field
-from stabilize_redis.models.stage import StageExecution, SyntheticStageOwner
+from stabilize_redis.models.stage import JoinType, StageExecution, SyntheticStageOwner
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import (
@@ -52,6 +60,7 @@ from stabilize_redis.queue.messages import (
     CompleteTask,
     CompleteWorkflow,
     ContinueParentStage,
+    JumpToStage,
     Message,
     RunTask,
     SkipStage,
@@ -62,7 +71,8 @@ from stabilize_redis.queue.messages import (
 
 _S = WorkflowStatus
 _WAITING = frozenset({_S.PAUSED, _S.SUSPENDED, _S.BUFFERED, _S.REDIRECT})
-"""Task statuses that wait for something other than a lost message."""
+"""Task statuses that wait for something other than a lost message (REDIRECT: unless its jump
+is pending, see ``_running_stage``)."""
 _ENDS_EARLY = frozenset({_S.TERMINAL, _S.CANCELED})
 """Top-level stage statuses that end the workflow before its other branches settle."""
 
@@ -120,7 +130,9 @@ def recovery_messages(workflow: Workflow,
     by_id = {s.id: s for s in workflow.stages}
     out: list[Message] = []
     for stage in workflow.stages:
-        if stage.status == _S.RUNNING:
+        if _between_runs(stage):
+            out.append(StartStage(stage_id=stage.id, **kw))
+        elif stage.status == _S.RUNNING:
             rec = records.get(stage.id) if records is not None else None
             out.extend(_running_stage(stage, kw, rec.attempt if rec is not None else None,
                                       bool(rec is not None and rec.children)))
@@ -141,6 +153,12 @@ def _running_stage(stage: StageExecution, kw: dict[str, Any], attempt: int | Non
     running = [t for t in tasks if t.status == _S.RUNNING]
     if running:
         return [RunTask(task_id=t.id, task_type=t.implementing_class, **tkw) for t in running]
+    pending = stage.context.get(PENDING_JUMP)
+    if isinstance(pending, dict) and any(t.status == _S.REDIRECT for t in tasks):
+        return [JumpToStage(target_stage_ref_id=str(pending.get("target", "")),
+                            jump_context=dict(pending.get("context") or {}),
+                            jump_outputs=dict(pending.get("outputs") or {}),
+                            **{**skw, "attempt_token": pending.get("attempt")})]
     if any(t.status in _WAITING for t in tasks):
         return []
     if has_children and all(t.status == _S.NOT_STARTED for t in tasks):
@@ -161,6 +179,12 @@ def _running_stage(stage: StageExecution, kw: dict[str, Any], attempt: int | Non
     if previous.status == _S.SKIPPED:
         return [CompleteTask(task_id=previous.id, status=_S.SKIPPED, **tkw)]  # type: ignore[arg-type]
     return [StartTask(task_id=tasks[index].id, **tkw)]
+
+
+def _between_runs(stage: StageExecution) -> bool:
+    """A multi-merge stage that finished a run and may owe more (``decisions.multi_merge``)."""
+    return (stage.join_type == JoinType.MULTI_MERGE and bool(stage.requisite_stage_ref_ids)
+            and stage.status in CONTINUABLE_STATUSES and not stage.context.get(MM_DONE))
 
 
 def _upstreams(stage: StageExecution, by_id: Mapping[str, StageExecution],
@@ -190,10 +214,11 @@ def _not_started_stage(stage: StageExecution, by_id: Mapping[str, StageExecution
     ups = _upstreams(stage, by_id, records)
     if not ups:
         return [StartStage(**skw)] if stage.parent_stage_id is None else []
-    phase = evaluate_readiness(stage.join_type, [u.status for u in ups], stage.join_threshold)
+    statuses = [_S.RUNNING if _between_runs(u) else u.status for u in ups]
+    phase = evaluate_readiness(stage.join_type, statuses, stage.join_threshold)
     if phase != PredicatePhase.READY:
         return []
-    finished: Sequence[StageExecution] = [u for u in ups if u.status in CONTINUABLE_STATUSES]
+    finished: Sequence[StageExecution] = [u for u in ups if u.status in CONTINUABLE_STATUSES and not _between_runs(u)]
     if any(not _activates(u, stage.id, by_id, records) for u in finished):
         return [SkipStage(**skw)]
     return [StartStage(**skw)]

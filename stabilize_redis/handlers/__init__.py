@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stabilize_redis.handlers.add_multi_instance import AddMultiInstanceHandler
 from stabilize_redis.handlers.base import Handler, HandlerContext
 from stabilize_redis.handlers.cancel_region import CancelRegionHandler
 from stabilize_redis.handlers.complete_stage import CompleteStageHandler
@@ -28,7 +29,7 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
     StartWorkflowHandler, StartStageHandler, StartTaskHandler, RunTaskHandler, CompleteTaskHandler,
     CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
     CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
-    ContinueParentStageHandler, SignalStageHandler, CancelRegionHandler,
+    ContinueParentStageHandler, SignalStageHandler, CancelRegionHandler, AddMultiInstanceHandler,
 )
 
 

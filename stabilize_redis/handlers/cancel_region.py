@@ -28,6 +28,7 @@ workflow: nothing but a ``region.cancel_ignored`` event.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any
@@ -142,6 +143,21 @@ def decide_region(t: Transition, snap: RegionRead, region: str, channel: str, kw
             t.check(stage_field(rec.id), rec.version)
         t.event(REGION_CANCEL_IGNORED, "workflow", t.workflow_id, {"region": region, "reason": reason})
         return
+    for rec in records:
+        if rec not in active:
+            t.check(stage_field(rec.id), rec.version)
+    tasks = cancel_active(t, active, snap.mutexes, channel, kw, registry)
+    t.event(REGION_CANCELED, "workflow", t.workflow_id,
+            {"region": region, "stages": [rec.stage.ref_id for rec in active], "tasks": tasks})
+
+
+def cancel_active(t: Transition, active: list[StageRecord], mutexes: Mapping[str, MutexState], channel: str,
+                  kw: dict[str, Any], registry: TaskRegistry) -> list[str]:
+    """Cancel every stage of ``active`` (unfinished, read with their synthetic children among
+    them) in ``t``, as the module docstring says: CANCELED with their tasks, tokens published,
+    ``on_cancel`` after the commit, mutexes (``mutexes``, by name) left or handed on, milestone
+    watchers woken, top-level ones settled as halted, a synthetic one whose parent is not among
+    them telling its parent. Returns the ids of the tasks that were RUNNING."""
     tasks: list[str] = []
     for rec in active:
         started, running = cancel_record(t, rec)
@@ -149,14 +165,11 @@ def decide_region(t: Transition, snap: RegionRead, region: str, channel: str, kw
         if started:
             t.on_commit(partial(call_on_cancel, registry, rec, started))
         wake_watchers(t, rec, kw)
-    for rec in records:
-        if stage_field(rec.id) not in t.writes:
-            t.check(stage_field(rec.id), rec.version)
     for task_id in tasks:
         t.publish(channel, task_id)
     # waiters leave their mutexes first, so a holder's mutex goes to a waiter outside the region
-    for rec in sorted(active, key=lambda r: snap.mutexes.get(r.stage.mutex_key or "", MutexState("")).holder == r.id):
-        mutex_release(t, snap.mutexes.get(rec.stage.mutex_key or ""), rec, kw)
+    for rec in sorted(active, key=lambda r: mutexes.get(r.stage.mutex_key or "", MutexState("")).holder == r.id):
+        mutex_release(t, mutexes.get(rec.stage.mutex_key or ""), rec, kw)
     canceled = {rec.id for rec in active}
     for rec in active:
         parent = rec.stage.parent_stage_id
@@ -164,8 +177,7 @@ def decide_region(t: Transition, snap: RegionRead, region: str, channel: str, kw
             settle_stage(t, rec, kw)
         elif parent not in canceled:
             notify_parent(t, rec, kw, halted=True)
-    t.event(REGION_CANCELED, "workflow", t.workflow_id,
-            {"region": region, "stages": [rec.stage.ref_id for rec in active], "tasks": tasks})
+    return tasks
 
 
 class CancelRegionHandler(Handler):

@@ -33,6 +33,7 @@ from stabilize_redis.keys import stage_field
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.queue.messages import CancelStage, CompleteWorkflow, Message
+from stabilize_redis.stages.multi_instance_shape import MI_NOT_NEEDED
 
 _S = WorkflowStatus
 _UNFINISHED = (_S.RUNNING, _S.PAUSED, _S.SUSPENDED)
@@ -56,8 +57,9 @@ def final_status(statuses: list[WorkflowStatus], complete_other_branches_then_fa
 
 def outcome_status(stage: StageExecution) -> WorkflowStatus:
     """A top-level stage's status as the workflow's outcome counts it: a deferred choice's losing
-    branch (canceled by the winner, ``deferred_choice.CHOICE_LOST_TO``) was simply not taken."""
-    if stage.status == _S.CANCELED and stage.context.get(CHOICE_LOST_TO):
+    branch (canceled by the winner, ``deferred_choice.CHOICE_LOST_TO``) was simply not taken, and
+    so was an instance its multi-instance join no longer needed (``MI_NOT_NEEDED``)."""
+    if stage.status == _S.CANCELED and (stage.context.get(CHOICE_LOST_TO) or stage.context.get(MI_NOT_NEEDED)):
         return _S.SKIPPED
     return stage.status
 

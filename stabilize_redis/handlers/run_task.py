@@ -32,7 +32,14 @@ from typing import Any
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.claim import stale
 from stabilize_redis.decisions.codec import StageRecord, StateEncodingError, encode_stage, storable_text
-from stabilize_redis.decisions.common import UnknownTarget, attach, known_stage, known_task, now_ms
+from stabilize_redis.decisions.common import (
+    PENDING_JUMP,
+    UnknownTarget,
+    attach,
+    known_stage,
+    known_task,
+    now_ms,
+)
 from stabilize_redis.decisions.flow import SETTLE_COUNTERS
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
@@ -276,6 +283,8 @@ class RunTaskHandler(Handler):
         task.end_time = now_ms()
         t.write_stage(rec)
         assert result.target_stage_ref_id is not None
+        rec.stage.context[PENDING_JUMP] = {"target": result.target_stage_ref_id, "context": dict(result.context),
+                                           "outputs": dict(result.outputs), "attempt": rec.attempt}
         t.push(JumpToStage(execution_id=message.execution_id, execution_type=message.execution_type,
                            stage_id=rec.id, target_stage_ref_id=result.target_stage_ref_id,
                            jump_context=dict(result.context), jump_outputs=dict(result.outputs),

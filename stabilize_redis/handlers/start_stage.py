@@ -19,6 +19,11 @@ A stage with a ``mutex_key`` or ``deferred_choice_group`` is read with its exclu
 its mutex (woken by the release), or loses its choice (CANCELED), in this commit; after the
 decision, a mutex whose holder no longer holds is handed on (``decisions.mutex.tidy``).
 
+A multi-instance join whose group has ``cancel_remaining`` (``stages.multi_instance_shape``) is
+read with the synthetic descendants of the group's unfinished instances; the commit that starts
+it cancels them (``cancel_remaining``): not-started ones never run, running ones see their
+tokens canceled, and the workflow counts them as not taken.
+
 A stage with a milestone (``decisions.milestones``) is read with its milestone's record and
 starts only past ``milestone_gate`` (checked before the mutex): it starts, waits for the
 milestone's next status change, or is skipped.
@@ -30,6 +35,7 @@ import logging
 from typing import Any
 
 from stabilize_redis.backend.exclusion_reads import read_exclusions
+from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.claim import claim_ready_stage
@@ -41,11 +47,53 @@ from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gat
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
+from stabilize_redis.handlers.cancel_region import cancel_active
 from stabilize_redis.keys import SETTLE_COUNTERS, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, StartStage
+from stabilize_redis.stages.multi_instance_shape import (
+    MI_CANCEL_REMAINING,
+    MI_JOIN_OF,
+    MI_NOT_NEEDED,
+    MI_PARENT,
+)
+from stabilize_redis.tasks.registry import TaskRegistry
 
 log = logging.getLogger("stabilize_redis.handlers")
+
+REMAINING_CANCELED = "mi.remaining_canceled"
+"""Event type (stage: a multi-instance join): its start canceled the group's unfinished instances
+(data: ``stages``, their ref ids; ``tasks``, the ids of the running tasks whose tokens were
+canceled)."""
+
+
+def unneeded_instances(rec: StageRecord, ups: list[StageRecord]) -> list[StageRecord]:
+    """The unfinished instances among ``ups`` of the group whose join ``rec`` is, when its
+    group cancels the remaining instances as the join fires (``cancel_remaining``)."""
+    if not rec.stage.context.get(MI_CANCEL_REMAINING):
+        return []
+    owner = rec.stage.context.get(MI_JOIN_OF)
+    return [u for u in ups if u.stage.context.get(MI_PARENT) == owner and not u.stage.status.is_complete]
+
+
+def cancel_remaining(t: Transition, snap: Snapshot, rec: StageRecord, ups: list[StageRecord], channel: str,
+                     kw: dict[str, Any], registry: TaskRegistry) -> None:
+    """Join ``rec`` started in ``t``: cancel its group's unfinished instances (and their
+    synthetic descendants, read into ``snap``) in the same commit; each instance is marked
+    MI_NOT_NEEDED, so the workflow's outcome counts it as not taken."""
+    mine = unneeded_instances(rec, ups)
+    if not mine:
+        return
+    family: list[StageRecord] = []
+    level = mine
+    while level:
+        family += level
+        level = [snap.stages[c] for r in level for c in r.children if c in snap.stages]
+    for inst in mine:
+        inst.stage.context[MI_NOT_NEEDED] = rec.stage.ref_id
+    active = [r for r in family if not r.stage.status.is_complete]
+    tasks = cancel_active(t, active, {}, channel, kw, registry)
+    t.event(REMAINING_CANCELED, "stage", rec.id, {"stages": [r.stage.ref_id for r in mine], "tasks": tasks})
 
 
 def read_milestone(backend: RedisBackend, snap: Snapshot, rec: StageRecord) -> str | None:
@@ -100,6 +148,8 @@ class StartStageHandler(Handler):
             done = [u for u in ups if u.stage.status.is_complete and not u.stage.status.is_halt]
             watched = milestone_gate(snap.stages, milestone[0], kw) if needs_milestone(stage) else None
             claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=both(watched, start_gate(snap, kw)))
+            if stage.status == WorkflowStatus.RUNNING:
+                cancel_remaining(t, snap, rec, ups, self.backend.keys.cancel_channel, kw, self.ctx.registry)
             return t
 
         milestone: list[str | None] = [None]  # the watcher's milestone stage id, as last read
@@ -107,6 +157,9 @@ class StartStageHandler(Handler):
         def read() -> Snapshot:
             snap = self.backend.read(wid, [sid], with_upstreams=True)
             rec = snap.stages.get(sid)
+            if rec is not None and rec.stage.status == WorkflowStatus.NOT_STARTED:
+                unneeded = unneeded_instances(rec, [snap.stages[u] for u in rec.up if u in snap.stages])
+                snap.stages.update(read_descendants(self.backend, wid, unneeded))
             if rec is not None and needs_milestone(rec.stage):
                 milestone[0] = read_milestone(self.backend, snap, rec)
             if rec is not None and needs_exclusion(rec.stage):

@@ -295,8 +295,15 @@ class Consumer:
             self.outages["heartbeat"].ok()
 
     def _reclaim(self) -> None:
+        """Take over a dead worker's entries - only as many as this worker has free handler
+        slots: an entry claimed here waits for a slot while its heartbeat keeps it from every
+        other worker, so a busy worker claiming more would hold them back from idle ones."""
+        with self._lock:
+            free = self.concurrency - len(self._inflight)
+        if free <= 0:
+            return
         try:
-            reclaimed = self.backend.reclaim(self.name, int(self.visibility_timeout * 1000))
+            reclaimed = self.backend.reclaim(self.name, int(self.visibility_timeout * 1000), count=free)
         except Exception as e:  # noqa: BLE001
             self.outages["reclaim"].failed(e)
             return

@@ -79,14 +79,15 @@ class TaskResult:
 
     @classmethod
     def suspend(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """SUSPENDED: the task waits for a SignalStage and is then run again. Signals are not
-        executed yet: the task fails naming this directive (``support.DIRECTIVES``)."""
+        """SUSPENDED: the stage waits for a SignalStage (a persistent signal buffered before
+        consumed at once) and the task then runs again with ``_signal_name``/``_signal_data`` in
+        its context (``handlers.signal_stage``)."""
         return cls(WorkflowStatus.SUSPENDED, context=dict(context or {}))
 
     @classmethod
     def redirect(cls, context: dict[str, Any] | None = None) -> TaskResult:
-        """REDIRECT without a target. Not executed yet: the task fails naming this directive
-        (``support.DIRECTIVES``)."""
+        """REDIRECT without a target: the task fails TERMINAL with ``context['error']``, as in
+        stabilize (``support.DIRECTIVES``); ``jump_to`` is the redirect that is executed."""
         return cls(WorkflowStatus.REDIRECT, context=dict(context or {}))
 
     @classmethod

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from stabilize_redis import StageExecution, Task, TaskRegistry, TaskResult
+import os
+from datetime import timedelta
+
+import redis
+
+from stabilize_redis import RetryableTask, StageExecution, Task, TaskRegistry, TaskResult
 from tests.bench.workloads import LOOP_TARGET, LOOP_TASK_NAME, TASK_NAME, loop_should_jump
 
 
@@ -23,6 +28,31 @@ class LoopBackBench(Task):
         return TaskResult.success(outputs={"ok": True})
 
 
+HOLD_TASK_NAME = "hold_bench"
+
+
+class HoldBench(RetryableTask):
+    """Polls (RUNNING every 10 ms, holding no thread) until the key ``bench:release:<workflow
+    id>`` exists on ``STZ_BENCH_URL``; the multi-instance benchmark holds a parent open with it
+    while it adds instances."""
+
+    _client: redis.Redis | None = None
+
+    def get_timeout(self) -> timedelta:
+        return timedelta(minutes=30)
+
+    def get_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
+        return timedelta(milliseconds=10)
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        if HoldBench._client is None:
+            HoldBench._client = redis.Redis.from_url(os.environ["STZ_BENCH_URL"])
+        if HoldBench._client.exists(f"bench:release:{stage.execution.id}"):
+            return TaskResult.success()
+        return TaskResult.running()
+
+
 registry = TaskRegistry()
+registry.register(HOLD_TASK_NAME, HoldBench)
 registry.register(TASK_NAME, NoopBench)
 registry.register(LOOP_TASK_NAME, LoopBackBench)

@@ -13,9 +13,9 @@ from stabilize_redis import StageExecution, Task, TaskResult, WorkflowStatus
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.queue.messages import (
-    AddMultiInstance,
     InvalidWorkflowId,
     Message,
+    StartWaitingWorkflows,
     StartWorkflow,
 )
 from tests.integration.support import Engine, fast, make_engine, make_stage, make_workflow, wait_until
@@ -73,8 +73,8 @@ def test_undecodable_entry_is_dead_lettered_and_the_worker_keeps_going(target: T
          "unknown message type 'LaunchMissiles'"),
         (json.dumps({"type": "StartWorkflow", "execution_id": "w1", "bogus": 1}), "undecodable", "bogus"),
         (json.dumps(["StartWorkflow"]), "undecodable", "JSON object"),
-        (AddMultiInstance(execution_id="w1", stage_id="s1").encode(), "no_handler",
-         "no handler for AddMultiInstance"),
+        (StartWaitingWorkflows(pipeline_config_id="p").encode(), "no_handler",
+         "no handler for StartWaitingWorkflows"),
         (InvalidWorkflowId(execution_id="w1").encode(), "diagnostic_marker", "InvalidWorkflowId"),
     ],
     ids=["unknown-type", "unknown-field", "not-an-object", "no-handler", "diagnostic-marker"],

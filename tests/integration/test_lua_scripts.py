@@ -187,7 +187,11 @@ def test_read_workflow_returns_meta_counters_stages_with_neighbours_and_the_dedu
     lua.client.zadd(lua.part.done, {"m1": 1})
     keys = [lua.wf(), lua.part.done]
     down = lua.run("read_workflow", keys, ["m1", "down", "a", "c:j: t:j:", "c:settled", "t:settled"])
-    assert down == [1, b"M", b"3", 2, b"1", None, b"a", b"A", b"1", None, None, b"b", b"B", b"2", b"1", b"2"]
+    # b's join needs 2 completions: a completion only counts toward it, so its record stays unread
+    assert down == [1, b"M", b"3", 2, b"1", None, b"a", b"A", b"1", None, None, b"b", None, None, b"1", b"2"]
+    lua.client.hset(lua.wf(), "t:j:b", 1)  # a join this completion alone can release: record read
+    down = lua.run("read_workflow", keys, ["m1", "down", "a", "c:j: t:j:"])
+    assert down == [1, b"M", b"3", 0, b"a", b"A", b"1", None, None, b"b", b"B", b"2", b"1", b"1"]
     up = lua.run("read_workflow", keys, ["other", "up", "b", ""])
     assert up == [0, b"M", b"3", 0, b"b", b"B", b"2", b"a", b"A", b"1"]
 

@@ -130,6 +130,8 @@ def test_canceling_the_holder_hands_the_mutex_on_and_a_canceled_waiter_leaves_th
                                      for i in waiting_order(eng, wf.id))
         for ref in (first_waiter, holder):  # the first waiter leaves, then the holder is canceled
             eng.queue.push(CancelStage(execution_id=wf.id, stage_id=stage_named(wf, ref).id))
+            # one at a time: the holder's cancel landing first would hand the waiter the mutex
+            wait_until(lambda r=ref: stage_named(eng.store.retrieve(wf.id), r).status == S.CANCELED, 10, f"{ref} canceled")
         done = eng.client.wait(wf.id, timeout=30)
     assert done.status.is_complete
     assert stage_named(done, holder).status == S.CANCELED

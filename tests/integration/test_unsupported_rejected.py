@@ -27,7 +27,7 @@ from stabilize_redis import (
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
-from stabilize_redis.queue.messages import MESSAGE_TYPES, AddMultiInstance, Message
+from stabilize_redis.queue.messages import MESSAGE_TYPES, Message, StartWaitingWorkflows
 from stabilize_redis.support import DIRECTIVES, MESSAGE_TYPE_ENTRIES
 from tests.integration.support import Engine, make_engine, make_stage, make_workflow, stage_named
 from tests.unit.test_support_matrix import REFUSED_USES, message_of, plain_workflow
@@ -158,19 +158,20 @@ def test_a_message_max_attempts_the_engine_would_not_honour_is_refused_at_push(t
     assert eng.queue.size() == before
 
 
-class InstanceCounter(Handler):
-    """A user's handler for AddMultiInstance (no built-in one yet): acks each message and counts it."""
+class WaitingCounter(Handler):
+    """A user's handler for StartWaitingWorkflows (no built-in one yet): acks each message and
+    records its pipeline config id."""
 
-    message_type = AddMultiInstance
+    message_type = StartWaitingWorkflows
 
     def __init__(self, eng: Engine) -> None:
         super().__init__(eng.processor.context)
         self.signals: list[str] = []
 
     def handle(self, message: Message, delivery: Delivery | None = None) -> str:
-        assert isinstance(message, AddMultiInstance)
-        self.signals.append(str(message.instance_context["name"]))
-        return self.backend.commit(Transition(message.execution_id), message, delivery)
+        assert isinstance(message, StartWaitingWorkflows)
+        self.signals.append(message.pipeline_config_id)
+        return self.backend.commit(Transition(message.workflow_id), message, delivery)
 
 
 def test_a_type_whose_handler_is_registered_in_this_process_is_accepted_and_handled(
@@ -179,11 +180,11 @@ def test_a_type_whose_handler_is_registered_in_this_process_is_accepted_and_hand
     eng = make_engine(target)
     wf = make_workflow(make_stage("a", "ok"))
     eng.registry.register("ok", Records())
-    signal = AddMultiInstance(execution_id=wf.id, stage_id=wf.stages[0].id, instance_context={"name": "approve"})
-    with pytest.raises(ValueError, match="no handler for AddMultiInstance"):
+    signal = StartWaitingWorkflows(pipeline_config_id="approve")
+    with pytest.raises(ValueError, match="no handler for StartWaitingWorkflows"):
         eng.queue.push(signal)
 
-    handler = InstanceCounter(eng)
+    handler = WaitingCounter(eng)
     eng.processor.register_handler(handler)
     eng.start(wf)
     eng.queue.push(signal)

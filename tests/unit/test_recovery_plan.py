@@ -19,6 +19,7 @@ from stabilize_redis.queue.messages import (
     CompleteStage,
     CompleteTask,
     CompleteWorkflow,
+    JumpToStage,
     Message,
     RunTask,
     SkipStage,
@@ -254,3 +255,33 @@ def test_a_parent_waiting_on_its_before_stages_is_continued_never_has_its_tasks_
     assert f"RunTask({st['pre'].tasks[0].id})" in shapes
     assert not any(s.startswith("StartTask") for s in shapes), shapes
     assert any(s.startswith("ContinueParentStage") for s in shapes), shapes
+
+
+def test_a_jump_whose_message_was_lost_is_sent_again_for_the_same_run() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b", {"a"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    st["b"].status = S.RUNNING
+    st["b"].tasks[0].status = S.REDIRECT
+    st["b"].context["_jump_pending"] = {"target": "a", "context": {"feedback": "more"}, "outputs": {"n": 1},
+                                        "attempt": 2}
+    (jump,) = recovery_messages(wf, records)
+    assert isinstance(jump, JumpToStage)
+    assert (jump.stage_id, jump.target_stage_ref_id, jump.jump_context, jump.jump_outputs, jump.attempt_token) == (
+        st["b"].id, "a", {"feedback": "more"}, {"n": 1}, 2)
+    del st["b"].context["_jump_pending"]  # decided (the jump's commit removes the key): nothing to resend
+    assert recovery_messages(wf, records) == []
+
+
+def test_a_multi_merge_between_runs_gets_its_next_step_and_its_downstream_waits() -> None:
+    wf, records, st = _stored([_stage("a"), _stage("b"), _stage("mm", {"a", "b"}, join_type=JoinType.MULTI_MERGE),
+                               _stage("down", {"mm"})])
+    wf.status = S.RUNNING
+    _done(st["a"])
+    st["b"].status = S.RUNNING
+    st["b"].tasks[0].status = S.RUNNING
+    _done(st["mm"])  # its run over a's outputs ended; b's run is still owed
+    st["mm"].context["_mm_consumed"] = ["a"]
+    assert _shape(recovery_messages(wf, records)) == [f"RunTask({st['b'].tasks[0].id})", f"StartStage({st['mm'].id})"]
+    st["mm"].context["_mm_done"] = True  # its last run released its downstreams: those start now
+    assert f"StartStage({st['down'].id})" in _shape(recovery_messages(wf, records))

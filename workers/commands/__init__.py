@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart", "signal", "cancel_region")
+COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart", "signal", "cancel_region",
+            "add_instance")
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:

@@ -31,7 +31,13 @@ from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.claim import claim_ready_stage, stale
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
-from stabilize_redis.decisions.common import UnknownTarget, known_workflow, now_ms, stage_event_data
+from stabilize_redis.decisions.common import (
+    PENDING_JUMP,
+    UnknownTarget,
+    known_workflow,
+    now_ms,
+    stage_event_data,
+)
 from stabilize_redis.decisions.flow import settle_stage
 from stabilize_redis.decisions.reset import finish_stage_as, recount, reset_children, reset_stage
 from stabilize_redis.decisions.snapshot import Region, Snapshot
@@ -86,6 +92,7 @@ class JumpToStageHandler(Handler):
                 log.info("stale jump from %s (run %s, stage is at run %s) discarded", source.stage.ref_id,
                          message.attempt_token, source.attempt)
                 return t
+            source.stage.context.pop(PENDING_JUMP, None)  # decided now; the source is written below
             count = source.stage.context.get("_jump_count", 0)
             limit = max_jumps(wf.context, source.stage.context)
             if not isinstance(count, int) or isinstance(count, bool):
