@@ -95,7 +95,10 @@ class Client:
                                  limit=limit, offset=offset)
 
     def status(self, workflow_id: str) -> str:
-        return self.store.retrieve_execution_summary(workflow_id).status.name
+        """The workflow's status name as ``store.retrieve`` shows it: SUSPENDED while it waits only
+        on signals (``decisions.waiting``; the summary holds only the status stored by the last
+        suspension or resumption). Reads the whole workflow."""
+        return self.store.retrieve(workflow_id).status.name
 
     def wait(self, workflow_id: str, timeout: float = 60.0) -> Workflow:
         """Block until the workflow is complete or PAUSED and return it; raises TimeoutError.

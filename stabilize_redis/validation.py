@@ -72,8 +72,8 @@ def _check_stage(stage: StageExecution) -> None:
     if stage.mi_config is not None:
         ensure_plain(stage.mi_config.to_dict(), where + "mi_config")
     for i, task in enumerate(stage.tasks):
-        for name in _TASK_FIELDS:
-            ensure_plain(getattr(task, name), f"{where}tasks[{i}].{name}")
+        for name in _TASK_FIELDS:  # exception details, like context, keep a datetime as its str
+            ensure_plain(getattr(task, name), f"{where}tasks[{i}].{name}", as_text=name == "task_exception_details")
 
 
 def validate_workflow(wf: Workflow) -> None:

@@ -400,6 +400,18 @@ class RedisBackend:
                                     fields.get(ENTRY_PAYLOAD_BYTES) or b""))
         return out
 
+    def hand_back(self, deliveries: Sequence[Delivery]) -> None:
+        """Give delivered entries back to their streams at once (``lua/hand_back.lua``): the
+        surplus of a read that returned more entries than the reader can run now. One round
+        trip; an entry no longer there is skipped."""
+        if not deliveries:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for d in deliveries:
+            self.scripts.hand_back(keys=[self.keys.partition(d.partition).ready], args=[CONSUMER_GROUP, d.entry_id],
+                                   client=pipe)
+        pipe.execute()
+
     def promote(self, limit: int = 500, partitions: Iterable[int] | None = None,
                 failures: dict[int, Exception] | None = None) -> float | None:
         """Move due delayed messages of the partitions (default: all) to ready; the earliest

@@ -72,3 +72,10 @@ PENDING_JUMP = "_jump_pending"
 """Stage context key, from the commit that ends a task REDIRECT until the JumpToStage it sent
 is decided: {target, context, outputs, attempt} - what recovery needs to send that JumpToStage
 again if it was lost (``durability.recovery_plan``)."""
+
+
+BRANCH_NOT_TAKEN = "_branch_not_taken"
+"""Stage context key: the stage was skipped because no live path leads to it - an OR-split did
+not take it, or every upstream of it was itself not taken (dead-path elimination, as stabilize
+does since its ticket #33). Its downstreams whose every upstream is not taken are skipped in
+turn; a stage with one live upstream runs. Cleared when the stage starts or is reset."""

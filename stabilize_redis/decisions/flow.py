@@ -15,7 +15,7 @@ from typing import Any
 
 from stabilize_redis.decisions.claim import claim_ready_stage, report_expression_failure
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
-from stabilize_redis.decisions.common import now_ms
+from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, now_ms
 from stabilize_redis.decisions.layout import meta_extras, phase_counter
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
@@ -138,6 +138,10 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
                                       f"branch to {ref!r} not taken", downstream_ref_id=ref)
     for did in rec.down:
         if active is not None and did not in active:
+            down = snap.stages.get(did)
+            if down is not None and down.stage.status == WorkflowStatus.NOT_STARTED:
+                down.stage.context[BRANCH_NOT_TAKEN] = True  # its own downstreams may be pruned too
+                t.write_stage(down)
             t.push(SkipStage(stage_id=did, **message_kw))
             continue
         name = join_counter(did)

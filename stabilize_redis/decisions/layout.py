@@ -47,6 +47,7 @@ from stabilize_redis.decisions.codec import (
     unpack,
 )
 from stabilize_redis.decisions.milestones import WATCHERS, watchers_by_milestone
+from stabilize_redis.decisions.waiting import waits_only_on_signals
 from stabilize_redis.keys import (
     HALTED_COUNTER,
     META_FIELD,
@@ -293,22 +294,41 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
 
 
 def workflow_from_hash(raw: dict[bytes, bytes]) -> Workflow | None:
-    """The full Workflow (stages in insertion order, strongly linked) from its hash."""
+    """The full Workflow (stages in insertion order, strongly linked) from its hash; a RUNNING
+    one that waits only on signals shows SUSPENDED (``decisions.waiting``)."""
     if not raw or META_FIELD.encode() not in raw:
         return None
     wf = meta_from_dict(unpack(raw[META_FIELD.encode()]))
     ids = unpack(raw[STAGE_IDS_FIELD.encode()]) if STAGE_IDS_FIELD.encode() in raw else []
-    stages: list[StageExecution] = []
+    records: dict[str, StageRecord] = {}
     for sid in ids:
         blob = raw.get(stage_field(sid).encode())
         if blob is None:
             continue
         version = int(raw.get(f"v:{stage_field(sid)}".encode(), b"0"))
-        stages.append(decode_stage(blob, version).stage)
+        records[sid] = decode_stage(blob, version)
+    stages = [rec.stage for rec in records.values()]
     wf.stages = stages
+    if wf.status == WorkflowStatus.RUNNING and not wf.is_canceled and _waiting(raw, records):
+        wf.status = WorkflowStatus.SUSPENDED  # decisions.waiting: every busy branch has ended since
     for stage in stages:
         stage.set_execution_strong(wf)
     return wf
+
+
+def _waiting(raw: dict[bytes, bytes], records: dict[str, StageRecord]) -> bool:
+    """``decisions.waiting.waits_only_on_signals`` over a whole workflow hash."""
+    if not any(r.stage.status == WorkflowStatus.SUSPENDED for r in records.values()):
+        return False
+    counters: dict[str, int] = {}
+    thresholds: dict[str, int] = {}
+    for sid in records:
+        name = join_counter(sid)
+        counters[name] = int(raw.get(counter_field(name).encode(), b"0"))
+        limit = raw.get(threshold_field(name).encode())
+        if limit is not None:
+            thresholds[name] = int(limit)
+    return waits_only_on_signals(records, counters, thresholds)
 
 
 def meta_extras(meta: dict[str, Any]) -> dict[str, Any]:

@@ -108,7 +108,8 @@ def _copy_stage(stage: StageExecution, where: str) -> dict[str, Any]:
         ensure_plain(form["context"], f"{where}: context", as_text=True)
         ensure_plain(form["outputs"], f"{where}: outputs", as_text=True)
         for i, task in enumerate(form["tasks"]):
-            ensure_plain(task, f"{where}: tasks[{i}]")
+            ensure_plain({k: v for k, v in task.items() if k != "exc"}, f"{where}: tasks[{i}]")
+            ensure_plain(task["exc"], f"{where}: tasks[{i}].exc", as_text=True)
         return dict(unpack(pack(form)))
     except (StateEncodingError, TypeError, OverflowError, ValueError) as e:
         raise WorkflowValidationError(str(e)) from None

@@ -59,7 +59,7 @@ from stabilize_redis.handlers.task_lookup import find_task, resolve_task
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import JumpToStage, Message, PauseTask, RunTask
-from stabilize_redis.tasks.interface import SkippableTask, Task
+from stabilize_redis.tasks.interface import RetryableTask, SkippableTask, Task
 from stabilize_redis.tasks.result import TaskResult
 
 log = logging.getLogger("stabilize_redis.handlers")
@@ -135,6 +135,13 @@ class RunTaskHandler(Handler):
                 return self._timed_out(impl, rec, limit)
         elif default is not None and (now_ms() - started) / 1000.0 >= default:
             return self._timed_out(impl, rec, default)
+        if isinstance(impl, RetryableTask):  # one execute() call may have a tighter limit of its own
+            try:
+                per_call = impl.get_execution_timeout(stage)
+            except Exception as e:  # noqa: BLE001 - user code: the task fails with its error
+                return Outcome(error=e)
+            if per_call is not None and (remaining is None or per_call.total_seconds() < remaining):
+                remaining = limit = max(per_call.total_seconds(), 0.0)
         outcome = execute(impl, stage, self.ctx.tokens.open(task.id), remaining)  # handle() closes it
         if outcome.timed_out:
             return self._timed_out(impl, rec, limit or 0.0)

@@ -9,17 +9,19 @@ Contracts:
   ``_signal_data`` in the stage context and a RunTask queued, in that same commit.
 * ``SignalStage`` to a SUSPENDED stage resumes its suspended task the same way (RUNNING,
   context, RunTask). To a finished stage it is refused (acked, ``signal.refused`` event). To a
-  stage that is not suspended: a transient signal is discarded (``signal.discarded`` event); a
+  stage that is not suspended (still so when the commit lands: the stage's version is checked):
+  a transient signal is discarded (``signal.discarded`` event); a
   persistent one is appended to the buffer - up to ``signal_buffer_max()`` signals
   (``STABILIZE_SIGNAL_BUFFER_MAX``, default 1000, as in stabilize); beyond it the message is
   dead-lettered ``signal_buffer_full``.
 * Exactly once: the buffering commit checks the stage's version and the suspending commit
   checks the buffer's version, so whichever commits second CONFLICTs and decides again on the
   other's result - an early signal is never lost and never applied twice.
-* The workflow shows SUSPENDED while it only waits on signals: the suspending commit reads every
-  stage (and each join counter) and, when no stage is RUNNING or PAUSED and none is released to
-  start, writes the workflow meta SUSPENDED, checking the version of every stage it read (a
-  stage changing meanwhile makes it decide again). The commit that resumes a stage of a
+* The workflow shows SUSPENDED while it only waits on signals (``decisions.waiting``): the
+  suspending commit reads every stage (and each join counter) and, when none keeps the workflow
+  busy, writes the workflow meta SUSPENDED, checking the version of every stage it read (a
+  stage changing meanwhile makes it decide again); reads of the whole workflow apply the same
+  rule to what is stored (``layout.workflow_from_hash``). The commit that resumes a stage of a
   SUSPENDED workflow writes it RUNNING (``reopen_if_suspended``; RunTask calls it too, for a
   stage started another way - a jump or restart - while the workflow showed SUSPENDED).
   Completion rules are unchanged: CompleteWorkflow decides as before.
@@ -38,6 +40,7 @@ from stabilize_redis.decisions.common import attach, known_stage, stage_event_da
 from stabilize_redis.decisions.layout import meta_extras
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.decisions.waiting import blocker
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.task_lookup import find_task
 from stabilize_redis.keys import STAGE_IDS_FIELD, join_counter, signal_buffer_field, stage_field
@@ -54,7 +57,6 @@ STATUS_SCAN_LIMIT = 2000
 """A workflow with more stages is never shown SUSPENDED (the suspending commit would read them all)."""
 
 _S = WorkflowStatus
-_ACTIVE = (_S.RUNNING, _S.PAUSED, _S.BUFFERED)
 
 
 def signal_buffer_max() -> int:
@@ -103,24 +105,6 @@ def reopen_if_suspended(t: Transition, snap: Snapshot) -> None:
     t.event("workflow.resumed", "workflow", snap.workflow_id, {"status": _S.RUNNING.name, "by": "signal"})
 
 
-def _blocker(stages: dict[str, StageRecord], counters: dict[str, int], thresholds: dict[str, int],
-             waiting_id: str) -> str | None:
-    """The id of a stage that keeps the workflow from waiting only on signals (RUNNING, PAUSED,
-    or NOT_STARTED and released: no upstreams, or its join counter at its threshold), or None.
-    ``waiting_id`` is the stage being suspended (counted as waiting)."""
-    for sid, rec in stages.items():
-        status = rec.stage.status
-        if sid == waiting_id or status == _S.SUSPENDED or status.is_complete:
-            continue
-        if status in _ACTIVE:
-            return sid
-        if status == _S.NOT_STARTED and rec.stage.parent_stage_id is None:
-            limit = thresholds.get(join_counter(sid))
-            if not rec.up or (limit is not None and counters.get(join_counter(sid), 0) >= limit):
-                return sid
-    return None
-
-
 def commit_suspension(handler: Handler, message: RunTask, delivery: Delivery | None,
                       result: TaskResult) -> str:
     """Commit a task's ``suspend()`` result (see the module contract). Returns the outcome."""
@@ -167,9 +151,9 @@ def commit_suspension(handler: Handler, message: RunTask, delivery: Delivery | N
         t.event("stage.suspended", "stage", sid, stage_event_data(rec, task_id=tid))
         if snap.meta["status"] != _S.RUNNING.name or snap.meta.get("canceled"):
             return t
-        blocker = _blocker(snap.stages, snap.counters, snap.thresholds, sid)
-        if blocker is not None:  # the decision "not only waiting" rests on this stage
-            t.check(stage_field(blocker), snap.stages[blocker].version)
+        busy = blocker(snap.stages, snap.counters, snap.thresholds, sid)
+        if busy is not None:  # the decision "not only waiting" rests on this stage
+            t.check(stage_field(busy), snap.stages[busy].version)
             return t
         ids_raw, ids_version = state["fields"][STAGE_IDS_FIELD]
         if not set(unpack(ids_raw) if ids_raw else ()) <= set(snap.stages):
@@ -224,6 +208,9 @@ class SignalStageHandler(Handler):
                                                          if stage.status.is_complete else "no suspended task"})
                 return t
             if not message.persistent:
+                # the stage must still not be suspended when the discard commits: a suspension that
+                # lands first makes this CONFLICT, and the signal is then delivered
+                t.check(stage_field(sid), rec.version)
                 t.event("signal.discarded", "stage", sid, {**info, "reason": "transient signal to a stage "
                                                            "that is not SUSPENDED"})
                 return t

@@ -2,10 +2,12 @@
 heartbeats of in-flight entries, reclaiming entries of workers that died, and removing the
 consumer entries of workers that are gone.
 
-One loop thread reads with XREADGROUP (``COUNT`` = free handler slots, ``BLOCK`` bounded by the
-next delayed message's due time) and promotes due delayed messages. A second thread heartbeats
-the entries in flight every third of the visibility timeout (so a long task stays owned) and,
-every half, reclaims entries idle past it (XAUTOCLAIM) from dead consumers.
+One loop thread reads with XREADGROUP (``COUNT`` from the free handler slots, ``BLOCK`` bounded
+by the next delayed message's due time; entries beyond the free slots are handed back to their
+streams at once, ``lua/hand_back.lua``) and promotes due delayed messages. A worker never holds
+more entries than it can run: what it holds is running. A second thread heartbeats the entries
+in flight every third of the visibility timeout (so a long task stays owned) and, every half,
+reclaims entries idle past it (XAUTOCLAIM) from dead consumers - as many as it has free slots.
 
 Every part fails and recovers on its own, and logs one line per state change
 (``stabilize_redis.outage``): reads, promotion (per partition: a partition whose promotion
@@ -183,8 +185,8 @@ class Consumer:
                 continue
             block = max(1, min(self.block_ms, int((self._promotion.wake_at() - time.time()) * 1000) + 1))
             # COUNT applies per stream, so a read may return more entries than free slots; the
-            # surplus waits in the pool's queue (in flight, heartbeated) - bounded by the number
-            # of partitions.
+            # surplus is handed back to its streams at once (``_keep_what_fits``), never held
+            # behind this worker's busy threads.
             count = max(1, -(-free // self.backend.keys.partitions))
             try:
                 deliveries = self.backend.fetch(self.name, count, None if embedded else block)
@@ -201,8 +203,27 @@ class Consumer:
             recreated = False
             if not deliveries and embedded:
                 self._draining.wait(0.002)
-            for delivery in deliveries:
+            for delivery in self._keep_what_fits(deliveries):
                 self._submit(delivery)
+
+    def _keep_what_fits(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries this worker has free handler slots for now; the rest are handed back
+        to their streams (another worker, or this one once a slot frees, takes them) - a worker
+        whose threads are all busy must not hold an entry that would free them, such as the
+        CancelRegion of the tasks it runs. If handing back fails, the surplus is kept (it runs
+        here once a slot frees, as before)."""
+        with self._lock:
+            free = max(1, self.concurrency - len(self._inflight))
+        if len(deliveries) <= free:
+            return deliveries
+        surplus = deliveries[free:]
+        try:
+            self.backend.hand_back(surplus)
+        except Exception as e:  # noqa: BLE001 - Redis trouble: keep them, as a read of old did
+            log.warning("handing back %d entries failed (%s); they run here once a slot frees", len(surplus),
+                        describe(e))
+            return deliveries
+        return deliveries[:free]
 
     def _recreate_groups(self) -> bool:
         """A group is gone (Redis restarted empty, or its stream was deleted): create it again

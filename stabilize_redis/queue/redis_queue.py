@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -279,13 +280,19 @@ class RedisQueue:
     def dlq_size(self) -> int:
         return self.backend.queue_counts()["dead"]
 
-    def replay_dlq(self, dlq_id: str, partition: int | None = None) -> bool:
+    def replay_dlq(self, dlq_id: str | int, partition: int | None = None) -> bool:
         """Move a dead letter back to its ready stream with its attempts reset; ``dlq_id`` is the
-        ``id`` of a ``list_dlq`` row ('PARTITION/ENTRY')."""
+        ``id`` of a ``list_dlq`` row ('PARTITION/ENTRY'). False when there is no such dead
+        letter (an id of another form included: stabilize's integer row ids name none here)."""
+        entry = str(dlq_id)
         if partition is None:
-            part, _, dlq_id = dlq_id.partition("/")
+            part, sep, entry = entry.partition("/")
+            if not sep or not part.isdigit():
+                return False
             partition = int(part)
-        return self.backend.replay_dead(partition, dlq_id)
+        if not 0 <= partition < self.backend.keys.partitions or _STREAM_ID.fullmatch(entry) is None:
+            return False
+        return self.backend.replay_dead(partition, entry)
 
     def clear_dlq(self) -> int:
         return self.backend.purge_dead()
@@ -293,5 +300,8 @@ class RedisQueue:
     def close(self) -> None:
         """Nothing to release: connections are pooled per process."""
 
+
+_STREAM_ID = re.compile(r"\d+-\d+")
+"""A stream entry id, as the second part of a ``list_dlq`` row id."""
 
 __all__ = ["RedisQueue"]

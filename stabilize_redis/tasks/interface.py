@@ -60,6 +60,12 @@ class RetryableTask(Task):
         """The timeout the engine enforces for ``stage`` (default ``get_timeout()``)."""
         return self.get_timeout()
 
+    def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
+        """The longest one ``execute`` call may take (default None: the rest of the task's
+        timeout). A call that exceeds it is timed out like the task (its token canceled,
+        ``on_timeout`` decides the result)."""
+        return None
+
     def get_dynamic_backoff_period(self, stage: StageExecution, duration: timedelta) -> timedelta:
         """The backoff the engine applies (default ``get_backoff_period``)."""
         return self.get_backoff_period(stage, duration)

@@ -189,7 +189,8 @@ class TaskRegistry:
 
 def _builtin(name: str) -> type[Task] | None:
     """The built-in task every registry resolves under ``name`` when nothing is registered
-    under it (the loop tasks of ``stages.loop_builder``: ``tasks.loop_tasks.BUILTIN_TASKS``)."""
+    under it (the loop tasks of ``stages.loop_builder``, ``noop`` and ``wait``:
+    ``tasks.loop_tasks.BUILTIN_TASKS``)."""
     from stabilize_redis.tasks.loop_tasks import BUILTIN_TASKS
 
     return BUILTIN_TASKS.get(name)

@@ -152,8 +152,11 @@ def test_replayed_dead_letter_runs_again_once_the_cause_is_fixed(target: Target)
     assert result.status == WorkflowStatus.SUCCEEDED
     assert result.stages[0].outputs == {"greeting": "hi"}
     assert failing.calls == 3
-    # Replaying an entry that no longer exists reports it.
+    # Replaying an entry that no longer exists reports it, as does an id no dead letter can have
+    # (stabilize's integer row ids, a missing or out-of-range partition, a malformed entry id).
     assert eng.queue.replay_dlq(row["id"]) is False
+    for bogus in (999999, "abc", "0/abc", "99999/1-1", "/1-1"):
+        assert eng.queue.replay_dlq(bogus) is False, bogus
 
 
 def test_replay_dlq_accepts_an_entry_id_with_its_partition(target: Target) -> None:

@@ -96,28 +96,54 @@ def test_repeat_until_runs_the_body_until_the_condition_holds(target: Target) ->
     assert all(s.status == WorkflowStatus.SUCCEEDED for s in wf.stages)
 
 
-def test_repeat_until_stops_at_max_iterations_and_fails_naming_the_loop(target: Target) -> None:
-    body = Recorded(lambda s: TaskResult.success(outputs={"green": False}))
-    eng = engine(target, body=body)
+def test_repeat_until_that_runs_out_of_passes_is_exhausted_and_the_workflow_goes_on(target: Target) -> None:
+    body, after = Recorded(lambda s: TaskResult.success(outputs={"green": False})), Recorded(
+        lambda s: TaskResult.success())
+    eng = engine(target, body=body, after=after)
     loop = LoopBuilder.repeat_until("green", [make_stage("body", "body")], loop_ref_prefix="ci", max_iterations=3)
-    wf = eng.run(make_workflow(*loop))
-    assert wf.status == WorkflowStatus.TERMINAL
-    assert len(body.runs["body"]) == 3
+    wf = eng.run(make_workflow(*loop, make_stage("after", "after", ["ci_condition"])))
+    assert wf.status == WorkflowStatus.SUCCEEDED
+    assert len(body.runs["body"]) == 3 and len(after.runs["after"]) == 1
     check = stage_named(wf, "ci_condition")
-    assert check.status == WorkflowStatus.TERMINAL
+    assert check.status == WorkflowStatus.FAILED_CONTINUE and check.outputs["loop_exhausted"] is True
     assert check.context["error"] == ("loop 'ci' reached its max_iterations (3) without its condition "
                                       "'green' becoming true")
 
 
-def test_while_loop_stops_at_max_iterations_and_fails_naming_the_loop(target: Target) -> None:
-    work = Recorded(passes_done)
-    eng = engine(target, work=work)
+def test_while_loop_that_runs_out_of_passes_is_exhausted_and_the_workflow_goes_on(target: Target) -> None:
+    work, after = Recorded(passes_done), Recorded(lambda s: TaskResult.success())
+    eng = engine(target, work=work, after=after)
     loop = LoopBuilder.while_loop("True", [make_stage("work", "work")], loop_ref_prefix="retry", max_iterations=2)
-    wf = eng.run(make_workflow(*loop))
-    assert wf.status == WorkflowStatus.TERMINAL
+    wf = eng.run(make_workflow(*loop, make_stage("after", "after", ["retry_loopback"])))
+    assert wf.status == WorkflowStatus.SUCCEEDED
     assert len(work.runs["work"]) == 2
-    check = stage_named(wf, "retry_condition")
-    assert check.context["error"] == "loop 'retry' reached its max_iterations (2) with its condition 'True' still true"
+    exit_stage = stage_named(wf, "retry_loopback")
+    assert exit_stage.status == WorkflowStatus.FAILED_CONTINUE
+    assert (exit_stage.outputs["done_passes"], exit_stage.outputs["loop_exhausted"]) == (2, True)  # last pass's values
+    assert exit_stage.context["error"] == ("loop 'retry' reached its max_iterations (2) with its condition "
+                                           "'True' still true")
+    assert after.runs["after"][0]["done_passes"] == 2
+
+
+def counting(stage: StageExecution) -> TaskResult:
+    return TaskResult.success(outputs={"i": int(stage.context.get("i", 0)) + 1})
+
+
+def test_each_pass_of_a_while_loop_sees_the_values_the_previous_pass_produced(target: Target) -> None:
+    body = Recorded(counting)
+    eng = engine(target, body=body)
+    wf = eng.run(make_workflow(*LoopBuilder.while_loop("i < 3", [make_stage("body", "body")], "L", 10, {"i": 0})))
+    assert wf.status == WorkflowStatus.SUCCEEDED
+    assert [c["i"] for c in body.runs["body"]] == [0, 1, 2]
+    assert stage_named(wf, "L_loopback").outputs["i"] == 3
+
+
+def test_each_pass_of_a_repeat_until_loop_sees_the_values_the_previous_pass_produced(target: Target) -> None:
+    body = Recorded(counting)
+    eng = engine(target, body=body)
+    wf = eng.run(make_workflow(*LoopBuilder.repeat_until("i >= 2", [make_stage("body", "body")], "R", 10, {"i": 0})))
+    assert wf.status == WorkflowStatus.SUCCEEDED
+    assert [c["i"] for c in body.runs["body"]] == [0, 1]
 
 
 def test_a_loop_condition_that_cannot_be_evaluated_fails_the_workflow_with_the_reason(target: Target) -> None:

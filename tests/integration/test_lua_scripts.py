@@ -278,6 +278,18 @@ def test_replay_dead_puts_a_letter_back_on_the_ready_stream_once(lua: Lua) -> No
     assert lua.run("replay_dead", [p.dead, p.ready], [dead_id, b"fresh", "m1"]) == 0
 
 
+
+def test_hand_back_moves_a_delivered_entry_to_the_tail_for_another_consumer(lua: Lua) -> None:
+    p = lua.part
+    entry = lua.delivered(payload="P1", msg_id="m1")
+    lua.client.xadd(p.ready, {"id": "m2", "m": "P2"})
+    new_id = lua.run("hand_back", [p.ready], [CONSUMER_GROUP, entry])
+    assert new_id and new_id.decode() != entry
+    assert lua.pending() == 0 and lua.ready() == ["m2", "m1"]  # same message, now at the tail
+    reply = lua.client.xreadgroup(CONSUMER_GROUP, "c2", {p.ready: ">"}, count=10)
+    assert [(f[b"id"], f[b"m"]) for _, f in reply[0][1]] == [(b"m2", b"P2"), (b"m1", b"P1")]
+    assert lua.run("hand_back", [p.ready], [CONSUMER_GROUP, entry]) is None  # gone: nothing happens
+
 # -- evict -----------------------------------------------------------------------------------
 
 

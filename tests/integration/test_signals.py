@@ -175,7 +175,9 @@ def test_the_workflow_shows_suspended_only_while_every_active_stage_waits_on_a_s
     assert eng.client.status(both.id) == "SUSPENDED"
     eng.client.signal(both.id, "gate", "go")
     eng.processor.process_all(timeout=20)
-    assert eng.store.retrieve(both.id).status == _S.RUNNING  # one resumed: it no longer only waits
+    # the resumed gate ran to its end; "other" still waits, so the workflow again waits only on it
+    assert stage_named(eng.store.retrieve(both.id), "gate").status == _S.SUCCEEDED
+    assert eng.store.retrieve(both.id).status == _S.SUSPENDED
     eng.client.signal(both.id, "other", "go")
     eng.processor.process_all(timeout=20)
     assert eng.store.retrieve(both.id).status == _S.SUCCEEDED
@@ -183,6 +185,8 @@ def test_the_workflow_shows_suspended_only_while_every_active_stage_waits_on_a_s
     busy = make_workflow(make_stage("gate", "wait"), make_stage("busy", "watch"))
     eng.run(busy)
     assert watcher.seen == [(_S.RUNNING, _S.SUSPENDED)]  # a stage still ran: not SUSPENDED
+    # the busy branch ended after the gate suspended: now only the gate is left, waiting
+    assert eng.store.retrieve(busy.id).status == _S.SUSPENDED and eng.client.status(busy.id) == "SUSPENDED"
 
 
 def approval_workflow(**context: Any) -> Workflow:

@@ -7,7 +7,14 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
-from stabilize_redis import RetryableTask, StageExecution, Task, TaskResult, WorkflowStatus
+from stabilize_redis import (
+    RetryableTask,
+    StageExecution,
+    Task,
+    TaskResult,
+    WorkflowStatus,
+    is_cancellation_requested,
+)
 from tests.integration.support import fast, make_engine, make_stage, make_workflow, stage_named
 
 Target = tuple[str | None, str]
@@ -78,3 +85,41 @@ def test_stage_timeout_ms_is_used_instead_of_the_default(target: Target) -> None
 
     assert stage_named(done, "wait").status == S.TERMINAL
     assert "timed out after 0.2s" in stage_named(done, "wait").context["error"]
+
+
+class SlowCall(RetryableTask):
+    """One call takes ``call_s`` (cooperatively: it stops early on its cancellation token); its
+    lifecycle timeout is long, its per-call limit ``per_call`` (None: no limit of its own)."""
+
+    def __init__(self, per_call: timedelta | None) -> None:
+        self.per_call = per_call
+        self.saw_token = False
+
+    def get_timeout(self) -> timedelta:
+        return timedelta(seconds=30)
+
+    def get_execution_timeout(self, stage: StageExecution) -> timedelta | None:
+        return self.per_call
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if is_cancellation_requested():
+                self.saw_token = True
+                break
+            time.sleep(0.005)
+        return TaskResult.success(outputs={"finished": True})
+
+    def on_timeout(self, stage: StageExecution) -> TaskResult | None:
+        return TaskResult.failed_continue("call timed out", outputs={"timed_out": True})
+
+
+def test_a_call_over_its_per_call_limit_times_out_though_the_task_has_time_left(target: Target) -> None:
+    eng = make_engine(target)
+    bounded, unbounded = SlowCall(timedelta(milliseconds=150)), SlowCall(None)
+    eng.registry.register("bounded", bounded)
+    eng.registry.register("unbounded", unbounded)
+    wf = eng.run(make_workflow(make_stage("a", "bounded"), make_stage("b", "unbounded")))
+    assert stage_named(wf, "a").status == WorkflowStatus.FAILED_CONTINUE
+    assert stage_named(wf, "a").outputs == {"timed_out": True} and bounded.saw_token
+    assert stage_named(wf, "b").outputs == {"finished": True} and not unbounded.saw_token  # the default: no own limit
