@@ -47,7 +47,7 @@ from stabilize_redis.stages.multi_instance_shape import (
     MI_INSTANCE_TYPE,
     MI_NAME_PREFIX,
     MI_PARENT,
-    instance_ref,
+    instance_stage,
 )
 from stabilize_redis.validation import WorkflowValidationError
 
@@ -83,9 +83,7 @@ def new_instance(parent: StageRecord, template: StageRecord | None, index: int,
     p = parent.stage
     kind = template.stage.type if template is not None else str(p.context.get(MI_INSTANCE_TYPE) or p.type)
     prefix = str(p.context.get(MI_NAME_PREFIX) or "Instance")
-    stage = StageExecution.create(type=kind, name=f"{prefix} [{index}]", ref_id=instance_ref(p.ref_id, index),
-                                  context={**instance_context, MI_PARENT: p.ref_id, MI_INDEX: index},
-                                  requisite_stage_ref_ids={p.ref_id})
+    stage = instance_stage(p.ref_id, index, kind, prefix, {**instance_context, MI_PARENT: p.ref_id, MI_INDEX: index})
     if template is not None:
         stage.tasks = [TaskExecution.create(t.name, t.implementing_class) for t in template.stage.tasks]
         stage.cancel_region = template.stage.cancel_region

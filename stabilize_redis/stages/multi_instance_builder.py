@@ -25,7 +25,7 @@ from stabilize_redis.stages.multi_instance_shape import (
     MI_INSTANCE_TYPE,
     MI_NAME_PREFIX,
     MI_PARENT,
-    instance_ref,
+    instance_stage,
     join_ref,
 )
 
@@ -37,9 +37,7 @@ def _instances(parent: StageExecution, count: int, instance_type: str, prefix: s
         ctx: dict[str, Any] = {MI_PARENT: parent.ref_id, MI_INDEX: i}
         if contexts and i < len(contexts):
             ctx.update(contexts[i])
-        out.append(StageExecution.create(type=instance_type or parent.type, name=f"{prefix} [{i}]",
-                                         ref_id=instance_ref(parent.ref_id, i), context=ctx,
-                                         requisite_stage_ref_ids={parent.ref_id}))
+        out.append(instance_stage(parent.ref_id, i, instance_type or parent.type, prefix, ctx))
     return out
 
 

@@ -44,6 +44,13 @@ def join_ref(parent_ref: str) -> str:
     return f"{parent_ref}_mi_join"
 
 
+def instance_stage(parent_ref: str, index: int, kind: str, prefix: str, context: dict[str, Any]) -> StageExecution:
+    """Instance ``index`` of ``parent_ref``'s group: ``<prefix> [<index>]``, requiring the parent,
+    with ``context`` (which the caller has given the instance keys)."""
+    return StageExecution.create(type=kind, name=f"{prefix} [{index}]", ref_id=instance_ref(parent_ref, index),
+                                 context=context, requisite_stage_ref_ids={parent_ref})
+
+
 class GroupShapeError(ValueError):
     """A multi-instance group that is not the shape its ``mi_config`` describes; the message
     names the stage and the field."""
@@ -186,4 +193,5 @@ def join_contexts(stages: list[StageExecution]) -> dict[str, dict[str, Any]]:
 
 __all__ = ["MI_CANCEL_REMAINING", "MI_COUNT", "MI_INDEX", "MI_INSTANCE_TYPE", "MI_JOIN_OF", "MI_NAME_PREFIX",
            "MI_NOT_NEEDED", "MI_PARENT", "Group", "GroupShapeError", "check_groups", "groups_of", "instance_ref",
+           "instance_stage",
            "join_contexts", "join_ref"]

@@ -4,9 +4,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 COMMANDS = ("worker", "demo", "status", "dlq", "migrate", "checkpointer", "restore", "quarantine", "restart", "signal", "cancel_region",
             "add_instance")
+
+
+def json_object_argument(command: str, flag: str, text: str | None) -> dict[str, object] | None:
+    """``text`` (a ``flag`` value) as a JSON object ({} when not given), or None after printing
+    ``<command> refused: ...`` when it is not JSON or not an object (the caller exits 2)."""
+    if text is None:
+        return {}
+    try:
+        parsed = json.loads(text)
+    except ValueError as e:
+        print(f"{command} refused: {flag} is not JSON: {e}")
+        return None
+    if not isinstance(parsed, dict):
+        print(f"{command} refused: {flag} must be a JSON object")
+        return None
+    return parsed
 
 
 def add_target_arguments(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from workers.commands import add_target_arguments
+from workers.commands import add_target_arguments, json_object_argument
 
 NAME = "add-instance"
 HELP = "add an instance to a dynamic multi-instance group (AddMultiInstance, WCP-15); its join waits for it"
@@ -35,17 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from stabilize_redis.client import Client
     from stabilize_redis.errors import StageError, WorkflowNotFoundError
 
-    context: dict[str, object] = {}
-    if args.context is not None:
-        try:
-            parsed = json.loads(args.context)
-        except ValueError as e:
-            print(f"add-instance refused: --context is not JSON: {e}")
-            return 2
-        if not isinstance(parsed, dict):
-            print("add-instance refused: --context must be a JSON object")
-            return 2
-        context = parsed
+    context = json_object_argument("add-instance", "--context", args.context)
+    if context is None:
+        return 2
     client = Client(args.url, args.namespace, dsn="")
     try:
         stage_id = client.add_instance(args.workflow, args.stage, context)

@@ -9,9 +9,8 @@ enqueued; 1 no such workflow in Redis or no such stage; 2 ``--data`` is not a JS
 from __future__ import annotations
 
 import argparse
-import json
 
-from workers.commands import add_target_arguments
+from workers.commands import add_target_arguments, json_object_argument
 
 NAME = "signal"
 HELP = "send a signal to a stage (SignalStage): resumes a SUSPENDED stage, e.g. an approval gate"
@@ -31,17 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from stabilize_redis.client import Client
     from stabilize_redis.errors import StageError, WorkflowNotFoundError
 
-    data: dict[str, object] = {}
-    if args.data is not None:
-        try:
-            parsed = json.loads(args.data)
-        except ValueError as e:
-            print(f"signal refused: --data is not JSON: {e}")
-            return 2
-        if not isinstance(parsed, dict):
-            print("signal refused: --data must be a JSON object")
-            return 2
-        data = parsed
+    data = json_object_argument("signal", "--data", args.data)
+    if data is None:
+        return 2
     client = Client(args.url, args.namespace, dsn="")
     try:
         stage_id = client.signal(args.workflow, args.stage, args.name, data, persistent=not args.transient)
