@@ -15,7 +15,7 @@ from stabilize_redis.dag.lineage import (
     union_lineages,
 )
 from stabilize_redis.decisions.codec import StageRecord
-from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, now_ms, stage_event_data
+from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, JUMP_BYPASS, now_ms, stage_event_data
 from stabilize_redis.decisions.milestones import needs_milestone, wake_watchers
 from stabilize_redis.decisions.mutex import needs_exclusion
 from stabilize_redis.decisions.reset import strip_inherited
@@ -78,7 +78,8 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     the context (STAGE_ENABLED_ERROR), the log and an EXPRESSION_FAILED event.
     Used by StartStage and by the commit that completes a stage's only upstream. A stage all of
     whose upstreams (``ups`` holding every one) were not taken (``common.BRANCH_NOT_TAKEN``) is
-    marked so and skipped instead.
+    marked so and skipped instead - unless it is a jump's target (``common.JUMP_BYPASS``), which
+    runs whatever its upstreams did; the marker goes when it starts.
     ``inherited``: the lineage a synthetic stage with no sibling upstream takes from its parent
     (``continue_parent_stage.parent_lineage``). A stage that ``starts_by_phases`` gets a
     ContinueParentStage(STAGE_BEFORE) instead of its first task.
@@ -87,7 +88,7 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     what StartStage read): False leaves it waiting, canceled or skipped as the gate decided; with
     no gate it is sent a StartStage instead. A milestone's start sends its watchers a StartStage."""
     stage = rec.stage
-    if ups and len(ups) == len(rec.up) and all(u.stage.context.get(BRANCH_NOT_TAKEN) for u in ups):
+    if not stage.context.get(JUMP_BYPASS) and ups and len(ups) == len(rec.up) and all(u.stage.context.get(BRANCH_NOT_TAKEN) for u in ups):
         stage.context[BRANCH_NOT_TAKEN] = True  # no live path leads here: pruned, not run
         t.write_stage(rec)
         t.push(SkipStage(stage_id=rec.id, **kw))
@@ -115,6 +116,7 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     stage.status = WorkflowStatus.RUNNING
     stage.start_time = now_ms()
     stage.context.pop(BRANCH_NOT_TAKEN, None)  # a live path reached it (a re-run after a reset)
+    stage.context.pop(JUMP_BYPASS, None)
     wake_watchers(t, rec, kw)  # a milestone's start decides its waiting watchers again
     strip_inherited(rec)
     rec.shadowed = {k: v for k, v in stage.context.items() if k in ancestors}

@@ -74,6 +74,13 @@ is decided: {target, context, outputs, attempt} - what recovery needs to send th
 again if it was lost (``durability.recovery_plan``)."""
 
 
+JUMP_BYPASS = "_jump_bypass"
+"""Stage context key (True): the stage is the target of a committed jump and waits for the
+StartStage that commit sent. That StartStage (or any other, or recovery's) starts it without
+its join's readiness check - a jump bypasses the target's join - but past its mutex, milestone
+and deferred-choice gates. Removed when the stage starts or is reset."""
+
+
 BRANCH_NOT_TAKEN = "_branch_not_taken"
 """Stage context key: the stage was skipped because no live path leads to it - an OR-split did
 not take it, or every upstream of it was itself not taken (dead-path elimination, as stabilize

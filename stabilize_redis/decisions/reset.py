@@ -22,7 +22,7 @@ from typing import Any
 
 from stabilize_redis.dag.lineage import materialize, merge_value
 from stabilize_redis.decisions.codec import StageRecord
-from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN
+from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, JUMP_BYPASS
 from stabilize_redis.decisions.layout import dead_gate, finished_ok, join_gate, phase_counter, phase_counts
 from stabilize_redis.decisions.snapshot import Region
 from stabilize_redis.decisions.transition import Transition
@@ -65,7 +65,8 @@ def reset_stage(rec: StageRecord) -> list[str]:
     stage.start_time = None
     stage.end_time = None
     stage.outputs = {}
-    for key in (*JOIN_TRACKING_KEYS, PLANNING_FAILED, BRANCH_NOT_TAKEN):  # a new run plans, reduces, routes afresh
+    # a new run plans, reduces, routes afresh
+    for key in (*JOIN_TRACKING_KEYS, PLANNING_FAILED, BRANCH_NOT_TAKEN, JUMP_BYPASS):
         stage.context.pop(key, None)
     running: list[str] = []
     for task in stage.tasks:

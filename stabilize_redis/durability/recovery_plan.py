@@ -20,6 +20,8 @@ engine's message flow:
   - NOT_STARTED stage whose upstreams are complete as its join requires (or a top-level stage
     with no upstream): StartStage, or SkipStage when a finished upstream's OR-split did not
     activate it. The StartStage handler re-checks readiness and ``stageEnabled``;
+  - NOT_STARTED target of a committed jump (``decisions.common.JUMP_BYPASS``): StartStage,
+    whatever its join says (the jump's own StartStage may have been lost);
   - RUNNING stage whose task ended REDIRECT with its jump not decided yet
     (``decisions.common.PENDING_JUMP``): that JumpToStage again (of the same run: a stale one is
     discarded by its handler);
@@ -46,7 +48,7 @@ from typing import Any
 
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, meta_from_dict, unpack
-from stabilize_redis.decisions.common import PENDING_JUMP
+from stabilize_redis.decisions.common import JUMP_BYPASS, PENDING_JUMP
 from stabilize_redis.decisions.flow import activated_downstreams
 from stabilize_redis.decisions.layout import settlement
 from stabilize_redis.decisions.multi_merge import MM_DONE
@@ -211,6 +213,8 @@ def _activates(upstream: StageExecution, stage_id: str, by_id: Mapping[str, Stag
 def _not_started_stage(stage: StageExecution, by_id: Mapping[str, StageExecution],
                        records: Mapping[str, StageRecord] | None, kw: dict[str, Any]) -> list[Message]:
     skw = {**kw, "stage_id": stage.id}
+    if stage.context.get(JUMP_BYPASS):
+        return [StartStage(**skw)]  # a jump's target, started whatever its join says
     ups = _upstreams(stage, by_id, records)
     if not ups:
         return [StartStage(**skw)] if stage.parent_stage_id is None else []

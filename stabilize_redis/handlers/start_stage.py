@@ -24,6 +24,10 @@ read with the synthetic descendants of the group's unfinished instances; the com
 it cancels them (``cancel_remaining``): not-started ones never run, running ones see their
 tokens canceled, and the workflow counts them as not taken.
 
+A jump's target (``decisions.common.JUMP_BYPASS``, set by the jump's commit, which sent this
+StartStage) starts without the readiness check of its join - over the outputs its finished
+upstreams hold now - but past the same gates as any other stage.
+
 A stage with a milestone (``decisions.milestones``) is read with its milestone's record and
 starts only past ``milestone_gate`` (checked before the mutex): it starts, waits for the
 milestone's next status change, or is skipped.
@@ -40,7 +44,7 @@ from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.claim import claim_ready_stage
 from stabilize_redis.decisions.codec import StageRecord
-from stabilize_redis.decisions.common import attach, known_stage
+from stabilize_redis.decisions.common import JUMP_BYPASS, attach, known_stage
 from stabilize_redis.decisions.milestones import both, milestone_gate, needs_milestone
 from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters, merge_step
 from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gate, tidy
@@ -130,18 +134,19 @@ class StartStageHandler(Handler):
             t.check_meta(snap.meta_version)
             if wf.status.is_complete or wf.is_canceled:
                 return t
-            if is_multi_merge(rec):
+            bypass = stage.status == WorkflowStatus.NOT_STARTED and bool(stage.context.get(JUMP_BYPASS))
+            if is_multi_merge(rec) and not bypass:
                 merge_step(self.ctx.registry, t, snap, rec, kw)
                 return t
             if stage.status != WorkflowStatus.NOT_STARTED:
                 return t
-            if stage.parent_stage_id is not None and not rec.up:
+            if stage.parent_stage_id is not None and not rec.up and not bypass:
                 return t  # started by its parent's phase (ContinueParentStage)
             ups = [snap.stages[u] for u in rec.up if u in snap.stages]
             for up in ups:
                 t.check(stage_field(up.id), up.version)
-            phase = evaluate_readiness(stage.join_type, [u.stage.status for u in ups], stage.join_threshold)
-            if phase != PredicatePhase.READY:
+            if not bypass and evaluate_readiness(stage.join_type, [u.stage.status for u in ups],
+                                                 stage.join_threshold) != PredicatePhase.READY:
                 return t
             # the ancestors' outputs come from the upstreams that released the join (N-of-M and
             # discriminator joins start while others still run: their partial outputs stay out)

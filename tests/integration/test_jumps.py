@@ -237,3 +237,67 @@ def test_a_pushed_jump_to_stage_reruns_a_finished_stage(target: Target) -> None:
     assert first.count("a") == 2
     assert first.runs["a"][1]["release"] is True
     assert hold.runs["wait"][-1]["release"] is True
+
+
+def test_a_jump_target_waits_for_its_mutex_like_any_start(target: Target) -> None:
+    # hold (mutex "m") runs until released. src jumps forward over mid to dst, which shares the
+    # mutex: the jump's StartStage bypasses dst's join, never its mutex. dst stays NOT_STARTED
+    # (marked _jump_bypass) while hold holds, and runs once hold's end hands the mutex on.
+    holder: dict[str, Any] = {}
+    released = threading.Event()
+    hold = Script(lambda s, n: TaskResult.success() if released.is_set() else TaskResult.running())
+
+    def jump_once_hold_holds(stage: StageExecution, n: int) -> TaskResult:
+        eng, wf = holder["eng"], holder["wf"]
+        wait_until(lambda: eng.processor.process_one() is not None
+                   and stage_named(eng.store.retrieve(wf.id), "hold").status == WorkflowStatus.RUNNING,
+                   10, "hold to take the mutex")
+        return TaskResult.jump_to("dst")
+
+    plain, src = Script(ok), Script(jump_once_hold_holds)
+    eng = engine(target, plain=plain, hold=hold, src=src)
+    wf = make_workflow(make_stage("hold", "hold", mutex_key="m"), make_stage("src", "src"),
+                       make_stage("mid", "plain", ["src"]), make_stage("dst", "plain", ["mid"], mutex_key="m"))
+    holder.update(eng=eng, wf=wf)
+    eng.start(wf)
+
+    def dst_waits() -> bool:
+        eng.processor.process_one()
+        now = eng.store.retrieve(wf.id)
+        return (stage_named(now, "mid").status == WorkflowStatus.SKIPPED
+                and stage_named(now, "dst").context.get("_jump_bypass") is True)
+
+    wait_until(dst_waits, 10, "the jump to commit")
+    for _ in range(20):  # the jump's StartStage and hold's polls are handled: dst keeps waiting
+        eng.processor.process_one()
+    now = eng.store.retrieve(wf.id)
+    assert stage_named(now, "dst").status == WorkflowStatus.NOT_STARTED
+    assert plain.count("dst") == 0
+    released.set()
+    eng.processor.process_all(timeout=20)
+    done = eng.store.retrieve(wf.id)
+    assert done.status == WorkflowStatus.SUCCEEDED
+    assert plain.count("dst") == 1 and plain.count("mid") == 0
+    dst, held = stage_named(done, "dst"), stage_named(done, "hold")
+    assert dst.start_time is not None and held.end_time is not None and dst.start_time >= held.end_time
+    assert "_jump_bypass" not in dst.context
+
+
+def test_a_jump_target_starts_without_waiting_for_its_join(target: Target) -> None:
+    # fast jumps to join, which also waits on slow (never finishing on its own): the jump starts
+    # join at once; slow's later completion does not run join a second time.
+    released = threading.Event()
+    slow = Script(lambda s, n: TaskResult.success() if released.is_set() else TaskResult.running())
+    plain = Script(ok)
+    fast = Script(lambda s, n: TaskResult.jump_to("join"))
+    eng = engine(target, plain=plain, slow=slow, fast=fast)
+    wf = make_workflow(make_stage("fast", "fast"), make_stage("slow", "slow"),
+                       make_stage("join", "plain", ["fast", "slow"]))
+    eng.start(wf)
+    wait_until(lambda: eng.processor.process_one() is not None and plain.count("join") == 1, 10, "join to run")
+    assert stage_named(eng.store.retrieve(wf.id), "slow").status == WorkflowStatus.RUNNING
+    released.set()
+    eng.processor.process_all(timeout=20)
+    done = eng.store.retrieve(wf.id)
+    assert done.status == WorkflowStatus.SUCCEEDED
+    assert plain.count("join") == 1

@@ -285,3 +285,17 @@ def test_a_multi_merge_between_runs_gets_its_next_step_and_its_downstream_waits(
     assert _shape(recovery_messages(wf, records)) == [f"RunTask({st['b'].tasks[0].id})", f"StartStage({st['mm'].id})"]
     st["mm"].context["_mm_done"] = True  # its last run released its downstreams: those start now
     assert f"StartStage({st['down'].id})" in _shape(recovery_messages(wf, records))
+
+
+def test_a_jump_target_whose_start_was_lost_is_started_whatever_its_join_says() -> None:
+    # fast jumped to join (marked _jump_bypass) while slow still runs: the jump's StartStage
+    # may have been lost, so recovery sends one although join's AND is not met.
+    wf, records, st = _stored([_stage("fast"), _stage("slow"), _stage("join", {"fast", "slow"})])
+    wf.status = S.RUNNING
+    _done(st["fast"])
+    st["slow"].status = S.RUNNING
+    st["slow"].tasks[0].status = S.RUNNING
+    assert f"StartStage({st['join'].id})" not in _shape(recovery_messages(wf, records))
+    st["join"].context["_jump_bypass"] = True
+    assert _shape(recovery_messages(wf, records)) == [f"RunTask({st['slow'].tasks[0].id})",
+                                                      f"StartStage({st['join'].id})"]

@@ -29,9 +29,10 @@ from typing import Any
 
 from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery
-from stabilize_redis.decisions.claim import claim_ready_stage, stale
+from stabilize_redis.decisions.claim import stale
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
 from stabilize_redis.decisions.common import (
+    JUMP_BYPASS,
     PENDING_JUMP,
     UnknownTarget,
     known_workflow,
@@ -44,7 +45,7 @@ from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
-from stabilize_redis.queue.messages import CompleteWorkflow, JumpToStage, Message
+from stabilize_redis.queue.messages import CompleteWorkflow, JumpToStage, Message, StartStage
 
 log = logging.getLogger("stabilize_redis.handlers")
 
@@ -170,6 +171,6 @@ class JumpToStageHandler(Handler):
             source, to_stage=target.stage.ref_id, jump_number=number,
             direction="backward" if region.backward else "forward",
             reset=sorted(stages[r].stage.ref_id for r in reset), skipped=sorted(skipped)))
-        ups = [stages[u] for u in target.up if u in stages
-               and stages[u].stage.status.is_complete and not stages[u].stage.status.is_halt]
-        claim_ready_stage(self.ctx.registry, t, target, ups, kw)
+        target.stage.context[JUMP_BYPASS] = True
+        t.write_stage(target)
+        t.push(StartStage(stage_id=target.id, **kw))
