@@ -78,8 +78,16 @@ class PartitionKeys:
 
     @property
     def outbox(self) -> str:
-        """Stream of cross-partition messages awaiting relay."""
+        """Stream of cross-partition messages awaiting relay (unused: the outbox is the
+        partition's own ready stream, whose RelayMessage entries the relay forwards,
+        ``handlers.relay``; kept so ``clear`` and recovery still cover older deployments)."""
         return f"{self.tag}:outbox"
+
+    @property
+    def inbox(self) -> str:
+        """Sorted set of the ids of messages relayed into this partition, scored by relay time
+        (ms): a message forwarded twice is enqueued once (``lua/relay_deliver.lua``)."""
+        return f"{self.tag}:inbox"
 
     @property
     def workflows(self) -> str:

@@ -117,7 +117,10 @@ REDUCERS = Feature("output reducers", f"output reducers (output_reducers, contex
                        "tests/integration/test_reducers.py::test_a_failing_reducer_fails_the_join_naming_the_stage_and_key"))
 CONCURRENCY = Feature("concurrency limits", "workflow concurrency limits (is_limit_concurrent, "
                       f"max_concurrent_executions, keep_waiting_pipelines, StartWaitingWorkflows) are {_YET}")
-SUB_WORKFLOWS = Feature("sub-workflows", f"sub-workflows (context['_sub_workflow_config']; WCP-22) are {_YET}")
+SUB_WORKFLOWS = Feature("sub-workflows", f"sub-workflows (context['_sub_workflow_config']; WCP-22) are {_YET}",
+                        executed=True, tests=(
+                            "tests/integration/test_sub_workflows.py::"
+                            "test_a_child_in_another_partition_runs_and_its_outputs_finish_the_parent",))
 SCHEDULED = Feature("scheduled start", "a stage does not wait for its scheduled_time (stabilize only stores it); "
                     "use a WaitTask")
 CLEANUP = Feature("cleanup_on_failure", "cleanup_on_failure is not executed; use Task.on_cleanup")
@@ -380,7 +383,10 @@ STAGE_CONTEXT: dict[str, Entry] = {
     "_signal_name": state("the name of the signal that last resumed the stage (SignalStage)"),
     "_signal_data": state("the data of the signal that last resumed the stage (SignalStage)"),
     "_output_reducers": done("output_reducers as stored: read when the field is empty"),
-    "_sub_workflow_config": uses(SUB_WORKFLOWS, {"name": "child", "stages": []}),
+    "_sub_workflow_config": done("SubWorkflowTask: the child workflow as data"),
+    "_sub_workflow_id": state("SubWorkflowTask: the child this run of the stage started"),
+    "_recursion_depth": done("SubWorkflowTask: the stage's recursion depth (0 at the top)"),
+    "_max_recursion_depth": done("SubWorkflowTask: the deepest child allowed (default 10)"),
 }
 """Stage context keys stabilize gives a meaning to (any other key is the user's data)."""
 
@@ -409,7 +415,10 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
     "ContinueParentStage": done("moves a stage through its synthetic phases; released by the commit that "
                                 "finishes a phase's last child",
                                 "tests/integration/test_synthetic_stages.py::test_a_failing_before_stage_prevents_the_parent_tasks_and_its_after_stages"),
-    "JumpToStage": done("resets the region a jump re-runs and starts the target, in one commit",
+    "StartSubWorkflow": done("creates and starts a child workflow once (its id is its parent stage's); sent by "
+                             "the commit that suspends a SubWorkflowTask"),
+    "RelayMessage": done("an outbox entry: forwarded to its target partition once per message id, then acked"),
+    "JumpToStage": done("resets the region a jump re-runs and sends the target its StartStage, in one commit",
                         "tests/integration/test_jumps.py::test_a_pushed_jump_to_stage_reruns_a_finished_stage"),
     "SignalStage": done("resumes a SUSPENDED stage's task with the signal; a persistent signal to a stage not "
                         "suspended is buffered (bounded) and consumed by the commit that suspends it; a transient "
@@ -467,6 +476,10 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "attempt_token": done("task messages and JumpToStage: the run of the stage they belong to; one of an "
                           "earlier run (before a jump or restart reset the stage) is discarded",
                           "tests/integration/test_jumps.py::test_a_stale_task_completion_after_a_jump_is_discarded"),
+    "parent_execution_id": done("StartSubWorkflow: the parent workflow, told the child's result"),
+    "parent_stage_id": done("StartSubWorkflow: the parent stage, told the child's result"),
+    "definition": done("StartSubWorkflow: the child as data (models.definition)"),
+    "message": done("RelayMessage: the message to forward"),
     "signal_name": done("SignalStage: the stage context's _signal_name when it resumes"),
     "signal_data": done("SignalStage: the stage context's _signal_data when it resumes"),
     "persistent": done("SignalStage: buffer the signal if the stage is not SUSPENDED yet (else discard it)"),

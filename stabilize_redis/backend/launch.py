@@ -29,6 +29,15 @@ def _event(wf: Workflow, kind: str, data: dict[str, Any]) -> str:
                        "data": data}, separators=(",", ":"))
 
 
+def created_event(wf: Workflow) -> str:
+    """The ``workflow.created`` event of ``wf`` (JSON), as every submit writes it."""
+    return _event(wf, "workflow.created", {
+        "application": wf.application, "name": wf.name, "type": wf.type.name,
+        "trigger_type": wf.trigger.type if wf.trigger else None, "stage_count": len(wf.stages),
+        "initial_stage_count": len([s for s in wf.stages if not s.requisite_stage_ref_ids
+                                    and s.parent_stage_id is None])})
+
+
 def launch(backend: RedisBackend, wf: Workflow, created_event: str, *,
            wait_replicas: tuple[int, float] | None = None) -> bool:
     """Store and start ``wf``; False (nothing written) if its id already exists.

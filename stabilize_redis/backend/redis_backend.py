@@ -44,7 +44,7 @@ from stabilize_redis.keys import (
     version_field,
 )
 from stabilize_redis.models.stage import SplitType
-from stabilize_redis.queue.messages import Message, decode_message, new_message_id, payload_type
+from stabilize_redis.queue.messages import Message, RelayMessage, decode_message, new_message_id, payload_type
 from stabilize_redis.support import check_message
 
 log = logging.getLogger("stabilize_redis.backend")
@@ -286,6 +286,8 @@ class RedisBackend:
             raise MisroutedDeliveryError(
                 f"entry {delivery.entry_id} was read from partition {delivery.partition}, but workflow "
                 f"{transition.workflow_id!r} lives in partition {part.index}; refusing to commit it")
+        transition.messages = [(self._outbound(m, transition.workflow_id, part.index), d)
+                               for m, d in transition.messages]
         args = transition.to_script_args(
             message.message_id or "" if message is not None else "",
             delivery.entry_id if delivery is not None else "",
@@ -302,6 +304,26 @@ class RedisBackend:
         if code == 0:
             return CommitOutcome.DUPLICATE
         return CommitOutcome.CONFLICT
+
+    def _outbound(self, message: Message, source_id: str, source_partition: int) -> Message:
+        """``message`` as the commit of ``source_id`` enqueues it: as it is for a workflow of the
+        same partition, else wrapped in a RelayMessage - the outbox entry, in the source's own
+        partition, that the relay forwards (``handlers.relay``)."""
+        target = message.workflow_id
+        if not target or target == source_id or self.part(target).index == source_partition:
+            return message
+        return RelayMessage(execution_id=source_id, execution_type=getattr(message, "execution_type", "PIPELINE"),
+                            message=message.to_dict(), message_id=new_message_id())
+
+    def deliver_relayed(self, message: Message) -> bool:
+        """Enqueue ``message`` (relayed from another partition's outbox) in its workflow's
+        partition unless a message with its id was relayed there already or processed there;
+        True when it was enqueued (``lua/relay_deliver.lua``)."""
+        assert message.message_id, "a relayed message keeps the id it was given by its commit"
+        part = self.part(message.workflow_id)
+        return int(self.scripts.relay_deliver(
+            keys=[part.ready, part.delayed, part.delayed_payloads, part.done, part.inbox],
+            args=[message.message_id, message.encode(), DEDUP_RETENTION_MS])) == 1
 
     def submit(self, workflow_id: str, fields: dict[str, bytes], start: Message | None,
                mode: str, event: str = "") -> int:

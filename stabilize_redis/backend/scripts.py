@@ -22,7 +22,7 @@ _INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
 SCRIPT_NAMES = ("commit", "submit", "promote_delayed", "reschedule", "dead_letter", "replay_dead",
                 "checkpoint_read", "checkpoint_ack", "checkpoint_lease", "checkpoint_census", "evict",
                 "read_workflow", "read_region", "delete_consumers", "recover_workflow", "dirty_trim",
-                "dirty_remark", "reconcile_workflow", "restore_workflow", "hand_back")
+                "dirty_remark", "reconcile_workflow", "restore_workflow", "hand_back", "relay_deliver")
 """Every Lua command called through ``Scripts``. ``checkpoint_life`` is the one exception: each
 partition life registers its own copy with a unique suffix (``durability.epochs``: the script
 cache is what tells one life of Redis from the next)."""

@@ -18,6 +18,7 @@ from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
 from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, now_ms
 from stabilize_redis.decisions.layout import meta_extras, phase_counter
 from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.sub_workflow import is_child
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.keys import HALTED_COUNTER, SETTLE_COUNTERS, SETTLED_COUNTER, join_counter
@@ -161,7 +162,7 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
     settled, limit = snap.counters.get(SETTLED_COUNTER), snap.thresholds.get(SETTLED_COUNTER)
     halted = snap.counters.get(HALTED_COUNTER)
     if live and snap.meta["status"] == WorkflowStatus.RUNNING.name and settled is not None \
-            and settled + 1 == limit and halted == 0:
+            and settled + 1 == limit and halted == 0 and not is_child(snap.meta.get("context")):
         t.expect_counter(SETTLED_COUNTER, settled)
         t.expect_counter(HALTED_COUNTER, 0)
         t.settle(rec.id, False, None)

@@ -25,6 +25,7 @@ from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, JUMP_BYPASS
 from stabilize_redis.decisions.layout import dead_gate, finished_ok, join_gate, phase_counter, phase_counts
 from stabilize_redis.decisions.snapshot import Region
+from stabilize_redis.decisions.sub_workflow import SUB_WORKFLOW_ID
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.keys import dead_counter, join_counter, stage_field
@@ -66,7 +67,7 @@ def reset_stage(rec: StageRecord) -> list[str]:
     stage.end_time = None
     stage.outputs = {}
     # a new run plans, reduces, routes afresh
-    for key in (*JOIN_TRACKING_KEYS, PLANNING_FAILED, BRANCH_NOT_TAKEN, JUMP_BYPASS):
+    for key in (*JOIN_TRACKING_KEYS, PLANNING_FAILED, BRANCH_NOT_TAKEN, JUMP_BYPASS, SUB_WORKFLOW_ID):
         stage.context.pop(key, None)
     running: list[str] = []
     for task in stage.tasks:

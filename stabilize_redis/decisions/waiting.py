@@ -1,7 +1,8 @@
 """Whether a workflow waits only on signals - the rule behind its SUSPENDED status. Pure.
 
 A RUNNING workflow waits only on signals when some stage is SUSPENDED and no stage keeps it
-busy: none RUNNING, PAUSED or BUFFERED, and no top-level stage NOT_STARTED but released to
+busy: none RUNNING, PAUSED or BUFFERED, none SUSPENDED on a child workflow it started
+(``decisions.sub_workflow.awaits_child``), and no top-level stage NOT_STARTED but released to
 start (no upstream, or its join counter at its stored threshold: a StartStage is on its way).
 The commit that suspends a stage applies it to what it read (``handlers.signal_stage``) and
 writes the meta SUSPENDED; every read of the whole workflow (``layout.workflow_from_hash``:
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from stabilize_redis.decisions.codec import StageRecord
+from stabilize_redis.decisions.sub_workflow import awaits_child
 from stabilize_redis.keys import join_counter
 from stabilize_redis.models.status import WorkflowStatus
 
@@ -28,6 +30,8 @@ def blocker(stages: Mapping[str, StageRecord], counters: Mapping[str, int], thre
     ``counters``/``thresholds`` hold the stages' join counters (``keys.join_counter``)."""
     for sid, rec in stages.items():
         status = rec.stage.status
+        if awaits_child(rec.stage):
+            return sid  # suspended on a child workflow, which runs
         if sid == waiting_id or status == _S.SUSPENDED or status.is_complete:
             continue
         if status in BUSY:

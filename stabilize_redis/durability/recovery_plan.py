@@ -28,6 +28,9 @@ engine's message flow:
   - a multi-merge stage between runs (finished a run, ``_mm_done`` not set): StartStage for it
     (its next run, or the release of its downstreams), and its downstreams wait as if it were
     running;
+  - SUSPENDED stage waiting for a child workflow it started (``decisions.sub_workflow``): its
+    StartSubWorkflow again, rebuilt from ``_sub_workflow_config`` (a no-op where the child
+    exists: the child's id is the stage's);
   - PAUSED, SUSPENDED and BUFFERED stages or tasks: nothing (they wait for an operator or a
     signal);
   - and CompleteWorkflow when every top-level stage has settled (the settled count, recounted
@@ -52,6 +55,7 @@ from stabilize_redis.decisions.common import JUMP_BYPASS, PENDING_JUMP
 from stabilize_redis.decisions.flow import activated_downstreams
 from stabilize_redis.decisions.layout import settlement
 from stabilize_redis.decisions.multi_merge import MM_DONE
+from stabilize_redis.decisions.sub_workflow import resend_start
 from stabilize_redis.keys import META_FIELD, STAGE_IDS_FIELD, stage_field, version_field
 from stabilize_redis.models.stage import JoinType, StageExecution, SyntheticStageOwner
 from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
@@ -140,6 +144,10 @@ def recovery_messages(workflow: Workflow,
                                       bool(rec is not None and rec.children)))
         elif stage.status == _S.NOT_STARTED:
             out.extend(_not_started_stage(stage, by_id, records, kw))
+        elif stage.status == _S.SUSPENDED:
+            start = resend_start(stage, workflow.id, kw["execution_type"])
+            if start is not None:
+                out.append(start)
     top = [s for s in workflow.stages if s.parent_stage_id is None]
     settled = settlement(records).complete if records is not None else all(s.status.is_complete for s in top)
     if top and (settled or any(s.status in _ENDS_EARLY for s in top)):

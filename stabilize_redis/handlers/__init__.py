@@ -16,12 +16,14 @@ from stabilize_redis.handlers.control import (
     ResumeStageHandler,
 )
 from stabilize_redis.handlers.jump_to_stage import JumpToStageHandler
+from stabilize_redis.handlers.relay import RelayHandler
 from stabilize_redis.handlers.restart_stage import RestartStageHandler
 from stabilize_redis.handlers.run_task import RunTaskHandler
 from stabilize_redis.handlers.signal_stage import SignalStageHandler
 from stabilize_redis.handlers.skip_stage import SkipStageHandler
 from stabilize_redis.handlers.stabilize_handler import StabilizeHandler
 from stabilize_redis.handlers.start_stage import StartStageHandler
+from stabilize_redis.handlers.start_sub_workflow import StartSubWorkflowHandler
 from stabilize_redis.handlers.start_task import StartTaskHandler
 from stabilize_redis.handlers.start_workflow import StartWorkflowHandler
 
@@ -30,6 +32,7 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
     CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
     CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
     ContinueParentStageHandler, SignalStageHandler, CancelRegionHandler, AddMultiInstanceHandler,
+    StartSubWorkflowHandler, RelayHandler,
 )
 
 

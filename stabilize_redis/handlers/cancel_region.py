@@ -42,6 +42,7 @@ from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.mutex import MutexState
 from stabilize_redis.decisions.mutex import release as mutex_release
 from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.sub_workflow import cancel_child
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.task_lookup import resolve_task
@@ -91,10 +92,12 @@ def read_region(backend: RedisBackend, workflow_id: str, region: str) -> RegionR
     return out
 
 
-def cancel_record(t: Transition, rec: StageRecord) -> tuple[list[TaskExecution], list[str]]:
+def cancel_record(t: Transition, rec: StageRecord, kw: dict[str, Any]) -> tuple[list[TaskExecution], list[str]]:
     """``rec``'s stage and its unfinished tasks become CANCELED in ``t`` (with a
-    ``stage.canceled`` event); returns the tasks that had started (RUNNING, PAUSED, SUSPENDED)
-    and the ids of those that were RUNNING (executing somewhere, or about to)."""
+    ``stage.canceled`` event; a child workflow it waits for is canceled too); returns the tasks
+    that had started (RUNNING, PAUSED, SUSPENDED) and the ids of those that were RUNNING
+    (executing somewhere, or about to)."""
+    cancel_child(t, rec, kw, f"parent stage {rec.stage.ref_id} canceled")
     now = now_ms()
     started: list[TaskExecution] = []
     running: list[str] = []
@@ -160,7 +163,7 @@ def cancel_active(t: Transition, active: list[StageRecord], mutexes: Mapping[str
     them telling its parent. Returns the ids of the tasks that were RUNNING."""
     tasks: list[str] = []
     for rec in active:
-        started, running = cancel_record(t, rec)
+        started, running = cancel_record(t, rec, kw)
         tasks += running
         if started:
             t.on_commit(partial(call_on_cancel, registry, rec, started))

@@ -14,7 +14,9 @@ early, as stabilize does. Either way it is decided here from the stages read, wi
 * otherwise (a redundant or early message): nothing - the commit that settles the last stage
   releases the message again. No handler re-queues it, polls or waits.
 
-A CANCELED workflow's stages that never started are recorded CANCELED too. Reading every stage
+A CANCELED workflow's stages that never started are recorded CANCELED too. A child workflow
+(``decisions.sub_workflow``) sends its parent stage its result as a persistent signal in the same
+commit. Reading every stage
 costs once per workflow, not per transition; every stage version read is in the read set.
 """
 
@@ -27,6 +29,7 @@ from stabilize_redis.decisions.common import attach, known_workflow, now_ms
 from stabilize_redis.decisions.deferred_choice import CHOICE_LOST_TO
 from stabilize_redis.decisions.layout import meta_extras, settlement
 from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.sub_workflow import done_signal
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.keys import stage_field
@@ -122,6 +125,9 @@ class CompleteWorkflowHandler(Handler):
                         rec.stage.status = _S.CANCELED
                         rec.stage.end_time = wf.end_time
                         t.write_stage(rec)
+            done = done_signal(wf.context, wid, message.execution_type, status, snap.stages.values())
+            if done is not None:  # a child: its parent stage is told, in this commit
+                t.push(done)
             kind = {_S.SUCCEEDED: "workflow.completed", _S.CANCELED: "workflow.canceled"}.get(status, "workflow.failed")
             t.event(kind, "workflow", wid, {"status": status.name, "end_time": wf.end_time,
                                             "duration_ms": wf.end_time - (wf.start_time or wf.end_time)})

@@ -27,6 +27,7 @@ from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.mutex import mutex_of
 from stabilize_redis.decisions.mutex import release as mutex_release
 from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.sub_workflow import cancel_child
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
@@ -116,6 +117,7 @@ class CancelStageHandler(Handler):
                         canceled_tasks.append(task.id)
                     task.status = WorkflowStatus.CANCELED
                     task.end_time = now_ms()
+            cancel_child(t, rec, kw, f"parent stage {rec.stage.ref_id} canceled")
             rec.stage.status = WorkflowStatus.CANCELED
             rec.stage.end_time = now_ms()
             t.write_stage(rec)

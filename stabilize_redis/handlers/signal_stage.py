@@ -39,6 +39,7 @@ from stabilize_redis.decisions.codec import StageRecord, meta_from_dict, pack, u
 from stabilize_redis.decisions.common import attach, known_stage, stage_event_data
 from stabilize_redis.decisions.layout import meta_extras
 from stabilize_redis.decisions.snapshot import Snapshot
+from stabilize_redis.decisions.sub_workflow import start_child
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.decisions.waiting import blocker
 from stabilize_redis.handlers.base import Handler
@@ -136,6 +137,7 @@ def commit_suspension(handler: Handler, message: RunTask, delivery: Delivery | N
         stage = rec.stage
         stage.context.update(result.context)
         stage.outputs.update(result.outputs)
+        start_child(t, rec, kw)  # a SubWorkflowTask's child starts with this suspension
         raw, version = state["fields"][buffer_name]
         t.check(buffer_name, version)
         buffer = decode_buffer(raw)

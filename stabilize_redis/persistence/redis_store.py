@@ -17,13 +17,13 @@ dedup record: the partition's processed-id set every commit checks.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stabilize_redis.backend.graph_reads import read_graph, read_removal
+from stabilize_redis.backend.launch import created_event
 from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.dag.topological import validate_stage_graph
@@ -458,21 +458,6 @@ class RedisWorkflowStore:
 
     def close(self) -> None:
         """Nothing to release: connections are pooled per process."""
-
-
-def created_event(wf: Workflow) -> str:
-    import json
-
-    from ulid import ULID
-
-    return json.dumps({
-        "event_id": str(ULID()), "event_type": "workflow.created", "entity_type": "workflow",
-        "entity_id": wf.id, "workflow_id": wf.id, "timestamp": int(time.time() * 1000),
-        "data": {"application": wf.application, "name": wf.name, "type": wf.type.name,
-                 "trigger_type": wf.trigger.type if wf.trigger else None, "stage_count": len(wf.stages),
-                 "initial_stage_count": len([s for s in wf.stages if not s.requisite_stage_ref_ids
-                                             and s.parent_stage_id is None])},
-    }, separators=(",", ":"))
 
 
 __all__ = ["RedisWorkflowStore", "StageNotFoundError", "WorkflowCriteria", "WorkflowExistsError",

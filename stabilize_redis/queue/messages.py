@@ -187,6 +187,26 @@ class AddMultiInstance(StageLevel):
 
 
 @dataclass
+class StartSubWorkflow(WorkflowLevel):
+    """Create and start the child workflow ``execution_id`` from ``definition`` (``name``,
+    ``application``, ``context``, ``stages`` as data) unless it exists; sent by the commit that
+    suspends the parent stage (``decisions.sub_workflow``)."""
+
+    parent_execution_id: str = ""
+    parent_stage_id: str = ""
+    definition: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RelayMessage(WorkflowLevel):
+    """An outbox entry: ``message`` (a message as data) for a workflow of another partition,
+    written by the commit of ``execution_id`` into that workflow's own partition; the relay
+    forwards it to its target partition (``handlers.relay``)."""
+
+    message: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class StartTask(TaskLevel):
     pass
 
@@ -233,6 +253,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         StartWorkflow, CompleteWorkflow, CancelWorkflow, StartWaitingWorkflows,
         StartStage, CompleteStage, SkipStage, CancelStage, RestartStage, ResumeStage,
         ContinueParentStage, JumpToStage, SignalStage, CancelRegion, AddMultiInstance,
+        StartSubWorkflow, RelayMessage,
         StartTask, RunTask, CompleteTask, PauseTask,
         InvalidWorkflowId, InvalidStageId, InvalidTaskId, InvalidTaskType,
     )

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from stabilize_redis.expressions import ExpressionError, evaluate_expression
 from stabilize_redis.tasks.interface import NoOpTask, Task, WaitTask
 from stabilize_redis.tasks.result import TaskResult
+from stabilize_redis.tasks.sub_workflow import SubWorkflowTask
 
 if TYPE_CHECKING:
     from stabilize_redis.models.stage.stage import StageExecution
@@ -196,6 +197,11 @@ BUILTIN_TASKS: dict[str, type[Task]] = {
     "noop": NoOpTask,
     "WaitTask": WaitTask,
     "wait": WaitTask,
+    "SubWorkflowTask": SubWorkflowTask,
+    "subWorkflow": SubWorkflowTask,
+    "sub_workflow": SubWorkflowTask,
+    "childWorkflow": SubWorkflowTask,
 }
 """Task names every TaskRegistry resolves without registration (a registered name wins): the
-loop tasks, and - as in stabilize - ``NoOpTask``/``noop`` and ``WaitTask``/``wait``."""
+loop tasks, and - as in stabilize - ``NoOpTask``/``noop``, ``WaitTask``/``wait`` and
+``SubWorkflowTask`` (``subWorkflow``, ``sub_workflow``, ``childWorkflow``)."""

@@ -299,3 +299,25 @@ def test_a_jump_target_whose_start_was_lost_is_started_whatever_its_join_says() 
     st["join"].context["_jump_bypass"] = True
     assert _shape(recovery_messages(wf, records)) == [f"RunTask({st['slow'].tasks[0].id})",
                                                       f"StartStage({st['join'].id})"]
+
+
+def test_a_stage_waiting_for_its_child_gets_the_childs_start_again() -> None:
+    # The child's StartSubWorkflow may have been lost (a restore from before it ran): the plan
+    # sends it again, rebuilt from the stage's config; the child's id is the stage's, so a child
+    # that exists is not started twice (StartSubWorkflow launches nothing for an existing id).
+    from stabilize_redis.queue.messages import StartSubWorkflow
+
+    config = {"name": "child", "stages": [{"ref_id": "a", "tasks": [{"implementing_class": "emit"}]}]}
+    wf, records, st = _stored([_stage("call", context={"_sub_workflow_config": config})])
+    wf.status = S.RUNNING
+    call = st["call"]
+    call.status = call.tasks[0].status = S.SUSPENDED
+    call.context.update({"_sub_workflow_id": "child-1", "_recursion_depth": 1})
+    (start,) = recovery_messages(wf, records)
+    assert isinstance(start, StartSubWorkflow)
+    assert (start.execution_id, start.parent_execution_id, start.parent_stage_id) == ("child-1", wf.id, call.id)
+    assert start.definition["stages"] == config["stages"]
+    assert start.definition["context"] == {"_recursion_depth": 1, "_max_recursion_depth": 10,
+                                           "_parent_workflow_id": wf.id, "_parent_stage_id": call.id}
+    call.context.update({"_signal_name": "_sub_workflow_done", "_signal_data": {"sub_workflow_id": "child-1"}})
+    assert recovery_messages(wf, records) == []  # its result arrived: nothing to resend
