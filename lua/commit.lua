@@ -32,6 +32,7 @@
 --   r   [[msg_id, argv_index, delay_ms], ...] messages released by counters / completion
 --   ev  [argv_index, ...]          events (JSON) to append to the workflow's event stream
 --   p   [[channel, text], ...]     notifications to PUBLISH after the writes (cancellations)
+--   nd  1 when KEYS[1] is not a workflow's hash (a concurrency limit's record): no dirty mark
 -- ARGV[2..] blobs referenced by index.
 --
 -- Settling a stage sets its flag k.flag..id once (HSETNX: '1', or 'h' when halted); only a
@@ -190,7 +191,9 @@ end
 if #plan.w > 0 or #plan.n > 0 or #plan.x > 0 or #resets > 0 or #unsettles > 0 or #settles > 0
     or plan.cw == 1 then
   redis.call('HINCRBY', wf, K.ver, 1)
-  redis.call('ZADD', dirty, 'NX', now, plan.wf)
+  if plan.nd ~= 1 then
+    redis.call('ZADD', dirty, 'NX', now, plan.wf)
+  end
 end
 
 if plan.m ~= '' then

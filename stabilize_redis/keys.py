@@ -83,6 +83,11 @@ class PartitionKeys:
         ``handlers.relay``; kept so ``clear`` and recovery still cover older deployments)."""
         return f"{self.tag}:outbox"
 
+    def limit(self, pipeline_config_id: str) -> str:
+        """Hash holding one pipeline config's concurrency limit (field ``LIMIT_STATE_FIELD``,
+        versioned; ``decisions.concurrency``), in the partition of ``limit_routing_id``."""
+        return f"{self.tag}:limit:{pipeline_config_id}"
+
     @property
     def inbox(self) -> str:
         """Sorted set of the ids of messages relayed into this partition, scored by relay time
@@ -182,6 +187,15 @@ class NamespaceKeys:
 
 
 # Fields of a workflow hash. Versions live beside the blobs as ``v:<field>``.
+LIMIT_STATE_FIELD = "limit"  # a limit hash's record: JSON {max, holders, waiters}
+
+
+def limit_routing_id(pipeline_config_id: str) -> str:
+    """The id messages to a pipeline config's limit carry as their workflow id: it routes them to
+    the partition that holds the limit (``PartitionKeys.limit``)."""
+    return f"~limit:{pipeline_config_id}"
+
+
 META_FIELD = "meta"
 STATUS_FIELD = "st"  # the workflow status name, plain, for scripts and the checkpointer
 WORKFLOW_VERSION_FIELD = "ver"  # bumped by every commit that writes

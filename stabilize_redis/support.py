@@ -116,7 +116,11 @@ REDUCERS = Feature("output reducers", f"output reducers (output_reducers, contex
                        "tests/integration/test_reducers.py::test_the_fused_single_upstream_start_applies_the_reducer",
                        "tests/integration/test_reducers.py::test_a_failing_reducer_fails_the_join_naming_the_stage_and_key"))
 CONCURRENCY = Feature("concurrency limits", "workflow concurrency limits (is_limit_concurrent, "
-                      f"max_concurrent_executions, keep_waiting_pipelines, StartWaitingWorkflows) are {_YET}")
+                      f"max_concurrent_executions, keep_waiting_pipelines, StartWaitingWorkflows) are {_YET}",
+                      executed=True, tests=(
+                          "tests/integration/test_concurrency_limits.py::"
+                          "test_over_the_limit_workflows_wait_buffered_and_start_in_arrival_order",
+                          "tests/processes/test_limit_races.py::test_a_limit_of_three_holds_across_processes_and_a_kill"))
 SUB_WORKFLOWS = Feature("sub-workflows", f"sub-workflows (context['_sub_workflow_config']; WCP-22) are {_YET}",
                         executed=True, tests=(
                             "tests/integration/test_sub_workflows.py::"
@@ -233,9 +237,10 @@ WORKFLOW: dict[str, Entry] = {
     "cancellation_reason": state(),
     "paused": state(),
     "pipeline_config_id": done("stored; a filter of client.list and store.search"),
-    "is_limit_concurrent": uses(CONCURRENCY, True),
-    "max_concurrent_executions": uses(CONCURRENCY, 2),
-    "keep_waiting_pipelines": uses(CONCURRENCY, True),
+    "is_limit_concurrent": done("with pipeline_config_id and max_concurrent_executions > 0: the workflow "
+                                "starts only with a slot of its config's limit (decisions.concurrency)"),
+    "max_concurrent_executions": done("the limit: workflows of one pipeline_config_id running at once"),
+    "keep_waiting_pipelines": done("over the limit: BUFFERED until a slot frees (else CANCELED)"),
     "origin": done(STORED),
     "config_version": uses(CONFIG_VERSION, "v2"),
 }
@@ -403,7 +408,7 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
     "StartWorkflow": done("NOT_STARTED -> RUNNING, starts the initial stages"),
     "CompleteWorkflow": done("settles the workflow's status from its top-level stages"),
     "CancelWorkflow": done("cancels the workflow and signals its running tasks"),
-    "StartWaitingWorkflows": needs_all(CONCURRENCY),
+    "StartWaitingWorkflows": done("fills a limit's free slots from its waiters; purge_queue cancels the rest"),
     "StartStage": done("starts a ready stage and its first task"),
     "CompleteStage": done("settles a stage and releases its downstreams"),
     "SkipStage": done("skips a stage and releases its downstreams"),
@@ -417,6 +422,10 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
                                 "tests/integration/test_synthetic_stages.py::test_a_failing_before_stage_prevents_the_parent_tasks_and_its_after_stages"),
     "StartSubWorkflow": done("creates and starts a child workflow once (its id is its parent stage's); sent by "
                              "the commit that suspends a SubWorkflowTask"),
+    "LimitAcquire": done("asks a pipeline config's concurrency limit for a slot; answered granted, buffered or "
+                         "refused"),
+    "LimitRelease": done("frees a limited workflow's slot (or place in line); the first waiters take free slots"),
+    "LimitDecision": done("the limit's answer: starts the workflow, shows it BUFFERED, or cancels it"),
     "RelayMessage": done("an outbox entry: forwarded to its target partition once per message id, then acked"),
     "JumpToStage": done("resets the region a jump re-runs and sends the target its StartStage, in one commit",
                         "tests/integration/test_jumps.py::test_a_pushed_jump_to_stage_reruns_a_finished_stage"),
@@ -466,8 +475,8 @@ MESSAGE_FIELDS: dict[str, Entry] = {
                      WorkflowStatus.REDIRECT),
     "original_status": state("CompleteTask: informational"),
     "task_type_name": done(_DIAGNOSTIC),
-    "pipeline_config_id": part_of(CONCURRENCY),
-    "purge_queue": part_of(CONCURRENCY),
+    "pipeline_config_id": done("StartWaitingWorkflows and the limit messages: the config whose limit"),
+    "purge_queue": done("StartWaitingWorkflows: cancel the workflows left waiting"),
     "phase": done("ContinueParentStage: STAGE_BEFORE (plan, before-stages, then the tasks) or STAGE_AFTER "
                   "(after-stages or on-failure stages, then the stage settles)"),
     "target_stage_ref_id": done("JumpToStage: the ref id of the stage to jump to"),
@@ -480,6 +489,10 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "parent_stage_id": done("StartSubWorkflow: the parent stage, told the child's result"),
     "definition": done("StartSubWorkflow: the child as data (models.definition)"),
     "message": done("RelayMessage: the message to forward"),
+    "requester_id": done("LimitAcquire/LimitRelease: the limited workflow"),
+    "maximum": done("LimitAcquire/LimitDecision: the workflow's max_concurrent_executions"),
+    "keep_waiting": done("LimitAcquire: the workflow's keep_waiting_pipelines"),
+    "decision": done("LimitDecision: granted, buffered or refused"),
     "signal_name": done("SignalStage: the stage context's _signal_name when it resumes"),
     "signal_data": done("SignalStage: the stage context's _signal_data when it resumes"),
     "persistent": done("SignalStage: buffer the signal if the stage is not SUSPENDED yet (else discard it)"),

@@ -14,6 +14,7 @@ from ulid import ULID
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.decisions.claim import claim_ready_stage
 from stabilize_redis.decisions.codec import decode_stage, encode_stage
+from stabilize_redis.decisions.concurrency import is_limited
 from stabilize_redis.decisions.layout import lay_out
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.durable_submit import SubmitNotDurable
@@ -45,11 +46,11 @@ def launch(backend: RedisBackend, wf: Workflow, created_event: str, *,
     ``wait_replicas=(n, timeout_s)``: also wait until ``n`` replicas have the write (Redis
     ``WAIT``), else raise SubmitNotDurable (the workflow stays stored; a resubmit waits again).
 
-    A workflow that cannot start right away the StartWorkflow way (already canceled, or past
-    its ``start_time_expiry``) is stored NOT_STARTED with a StartWorkflow message instead, so
-    that handler's rules decide."""
+    A workflow that cannot start right away the StartWorkflow way (already canceled, past its
+    ``start_time_expiry``, or limited: it asks its concurrency limit first) is stored
+    NOT_STARTED with a StartWorkflow message instead, so that handler's rules decide."""
     now = int(time.time() * 1000)
-    direct = wf.status == WorkflowStatus.NOT_STARTED and not wf.is_canceled and (
+    direct = wf.status == WorkflowStatus.NOT_STARTED and not wf.is_canceled and not is_limited(wf) and (
         wf.start_time_expiry is None or now <= wf.start_time_expiry)
     messages: list[Message]
     events = [created_event]

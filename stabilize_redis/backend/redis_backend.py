@@ -229,6 +229,12 @@ class RedisBackend:
             if values[2 * i] is not None:
                 stages[sid] = decode_stage(values[2 * i], _int(values[2 * i + 1]))
 
+    def read_record(self, key: str, name: str) -> tuple[bytes | None, int]:
+        """Versioned field ``name`` of hash ``key`` (a record that is not a workflow's, such as a
+        concurrency limit) and its version; ``(None, 0)`` when missing. One HMGET."""
+        raw, version = self.client.hmget(key, [name, version_field(name)])
+        return raw, int(version or 0)
+
     def read_fields(self, workflow_id: str, names: Sequence[str]) -> dict[str, tuple[bytes | None, int]]:
         """One HMGET: each versioned hash field of ``names`` with its version (``(None, 0)`` when
         missing). For decisions over a field outside the Snapshot (a stage's signal buffer):
@@ -294,7 +300,8 @@ class RedisBackend:
             CONSUMER_GROUP,
         )
         keys = [
-            part.workflow(transition.workflow_id), part.ready, part.delayed, part.delayed_payloads,
+            transition.record_key or part.workflow(transition.workflow_id), part.ready, part.delayed,
+            part.delayed_payloads,
             part.done, part.dirty, part.events(transition.workflow_id),
         ]
         result = self.scripts.commit(keys=keys, args=args)

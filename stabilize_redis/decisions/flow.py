@@ -16,6 +16,7 @@ from typing import Any
 from stabilize_redis.decisions.claim import claim_ready_stage, report_expression_failure
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
 from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, now_ms
+from stabilize_redis.decisions.concurrency import release_message
 from stabilize_redis.decisions.layout import meta_extras, phase_counter
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.sub_workflow import is_child
@@ -178,6 +179,9 @@ def succeed_workflow(t: Transition, snap: Snapshot) -> None:
     wf.status = WorkflowStatus.SUCCEEDED
     wf.end_time = now_ms()
     t.write_meta(wf, meta_extras(snap.meta), snap.meta_version)
+    release = release_message(wf, wf.type.name)
+    if release is not None:  # a limited workflow frees its slot in this commit
+        t.push(release)
     t.event("workflow.completed", "workflow", wf.id, {
         "status": wf.status.name, "end_time": wf.end_time,
         "duration_ms": wf.end_time - (wf.start_time or wf.end_time)})

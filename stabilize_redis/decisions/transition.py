@@ -73,6 +73,9 @@ class Transition:
     events: list[dict[str, Any]] = field(default_factory=list)
     notices: list[tuple[str, str]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    record_key: str | None = None
+    """The hash the transition applies to when it is not a workflow's (a concurrency limit's,
+    ``keys.PartitionKeys.limit``); such a record is never marked for a checkpoint."""
 
     def check(self, field_name: str, version: int) -> None:
         self.checks[field_name] = version
@@ -211,6 +214,8 @@ class Transition:
             "ev": [ref(json.dumps(e, separators=(",", ":"), default=str)) for e in self.events],
             "p": [[c, m] for c, m in self.notices],
         }
+        if self.record_key is not None:
+            plan["nd"] = 1
         if self.resets:
             plan["z"] = [[f, v] for f, v in self.resets.items()]
         if self.settles or self.unsettled or self.completion_requested or self.resets or self.completion:

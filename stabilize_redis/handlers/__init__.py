@@ -8,6 +8,12 @@ from stabilize_redis.handlers.cancel_region import CancelRegionHandler
 from stabilize_redis.handlers.complete_stage import CompleteStageHandler
 from stabilize_redis.handlers.complete_task import CompleteTaskHandler
 from stabilize_redis.handlers.complete_workflow import CompleteWorkflowHandler
+from stabilize_redis.handlers.concurrency_limit import (
+    LimitAcquireHandler,
+    LimitDecisionHandler,
+    LimitReleaseHandler,
+    StartWaitingWorkflowsHandler,
+)
 from stabilize_redis.handlers.continue_parent_stage import ContinueParentStageHandler
 from stabilize_redis.handlers.control import (
     CancelStageHandler,
@@ -32,7 +38,8 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
     CompleteStageHandler, CompleteWorkflowHandler, SkipStageHandler, CancelWorkflowHandler,
     CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
     ContinueParentStageHandler, SignalStageHandler, CancelRegionHandler, AddMultiInstanceHandler,
-    StartSubWorkflowHandler, RelayHandler,
+    StartSubWorkflowHandler, RelayHandler, LimitAcquireHandler, LimitReleaseHandler, LimitDecisionHandler,
+    StartWaitingWorkflowsHandler,
 )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms
+from stabilize_redis.decisions.concurrency import release_message
 from stabilize_redis.decisions.deferred_choice import CHOICE_LOST_TO
 from stabilize_redis.decisions.layout import meta_extras, settlement
 from stabilize_redis.decisions.snapshot import Snapshot
@@ -128,6 +129,9 @@ class CompleteWorkflowHandler(Handler):
             done = done_signal(wf.context, wid, message.execution_type, status, snap.stages.values())
             if done is not None:  # a child: its parent stage is told, in this commit
                 t.push(done)
+            release = release_message(wf, message.execution_type)
+            if release is not None:  # a limited workflow: its slot (or place in line) is freed
+                t.push(release)
             kind = {_S.SUCCEEDED: "workflow.completed", _S.CANCELED: "workflow.canceled"}.get(status, "workflow.failed")
             t.event(kind, "workflow", wid, {"status": status.name, "end_time": wf.end_time,
                                             "duration_ms": wf.end_time - (wf.start_time or wf.end_time)})

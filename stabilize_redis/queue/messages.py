@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
 from ulid import ULID
 
+from stabilize_redis.keys import limit_routing_id
 from stabilize_redis.models.stage import SyntheticStageOwner
 from stabilize_redis.models.status import WorkflowStatus
 
@@ -122,8 +123,44 @@ class CancelWorkflow(WorkflowLevel):
 
 @dataclass
 class StartWaitingWorkflows(Message):
+    """Start waiting (BUFFERED) workflows of ``pipeline_config_id`` while its limit has free
+    slots; with ``purge_queue`` the ones left waiting are canceled. Routed to the limit's
+    partition."""
+
     pipeline_config_id: str = ""
     purge_queue: bool = False
+
+    @property
+    def workflow_id(self) -> str:
+        return limit_routing_id(self.pipeline_config_id)
+
+
+@dataclass
+class LimitAcquire(WorkflowLevel):
+    """``requester_id`` (a limited workflow starting) asks the limit of ``pipeline_config_id``
+    (``execution_id``: its routing id) for a slot of ``maximum``."""
+
+    requester_id: str = ""
+    pipeline_config_id: str = ""
+    maximum: int = 0
+    keep_waiting: bool = False
+
+
+@dataclass
+class LimitRelease(WorkflowLevel):
+    """``requester_id`` gives its slot (or its place among the waiters) back."""
+
+    requester_id: str = ""
+    pipeline_config_id: str = ""
+
+
+@dataclass
+class LimitDecision(WorkflowLevel):
+    """The limit's answer to workflow ``execution_id``: ``granted``, ``buffered`` or ``refused``."""
+
+    decision: str = ""
+    pipeline_config_id: str = ""
+    maximum: int = 0
 
 
 @dataclass
@@ -253,7 +290,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         StartWorkflow, CompleteWorkflow, CancelWorkflow, StartWaitingWorkflows,
         StartStage, CompleteStage, SkipStage, CancelStage, RestartStage, ResumeStage,
         ContinueParentStage, JumpToStage, SignalStage, CancelRegion, AddMultiInstance,
-        StartSubWorkflow, RelayMessage,
+        StartSubWorkflow, RelayMessage, LimitAcquire, LimitRelease, LimitDecision,
         StartTask, RunTask, CompleteTask, PauseTask,
         InvalidWorkflowId, InvalidStageId, InvalidTaskId, InvalidTaskType,
     )

@@ -82,6 +82,8 @@ def test_undecodable_entry_is_dead_lettered_and_the_worker_keeps_going(target: T
 def test_unhandleable_messages_are_dead_lettered_with_their_reason(target: Target, payload: str, reason: str,
                                                                    error_part: str) -> None:
     eng = engine(target)
+    if reason == "no_handler":  # a worker built without the handler of a type (every built-in type has one)
+        del eng.processor._handlers[StartWaitingWorkflows]
     raw_entry(eng, "m1", payload, partition=3)
     wf = make_workflow(make_stage("hello", "greet"))
 

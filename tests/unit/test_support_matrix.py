@@ -248,10 +248,17 @@ def test_every_join_type_is_accepted() -> None:
 # -- messages and task results -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [n for n, e in MESSAGE_TYPE_ENTRIES.items() if e.refused])
-def test_a_message_type_no_handler_executes_is_refused_naming_it(name: str) -> None:
-    message = message_of(MESSAGE_TYPES[name])
-    with pytest.raises(NotExecutedError, match=rf"^{name}: .*no handler for {name} is registered"):
+def test_a_message_type_no_handler_executes_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every built-in type has a handler now; the rule still guards a type added before its
+    # handler: StartWaitingWorkflows stands in for one here.
+    import stabilize_redis.support as support
+
+    unbuilt = support.Feature("an unbuilt feature", "an unbuilt feature is not executed by this engine yet")
+    monkeypatch.setitem(MESSAGE_TYPE_ENTRIES, "StartWaitingWorkflows", support.needs_all(unbuilt))
+    monkeypatch.setattr(support, "_accepted_here", set())
+    message = message_of(MESSAGE_TYPES["StartWaitingWorkflows"])
+    with pytest.raises(NotExecutedError, match=r"^StartWaitingWorkflows: an unbuilt feature is not executed .*"
+                                               r"no handler for StartWaitingWorkflows is registered"):
         check_message(message)
 
 
