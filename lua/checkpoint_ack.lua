@@ -14,9 +14,10 @@
 --   quarantine reason as JSON ('' when written)
 --
 -- Written workflow: `ckpt` = max(ckpt, version) and `ckpt_ev` = max(ckpt_ev, last event), and
--- any quarantine entry is removed; the event stream is trimmed to the entries from `ckpt_ev` on
--- (XTRIM MINID: what PostgreSQL holds leaves Redis, the newest archived entry stays so the
--- stream's last id and time remain readable). The dirty mark is removed only when `ver` still equals the
+-- any quarantine entry is removed; the event stream is trimmed to the entries after `ckpt_ev`
+-- (XTRIM MINID): what PostgreSQL holds leaves Redis. The stream key stays, empty when all is
+-- archived, so its last id still orders the next event after the archived ones; the time of
+-- the newest archived event is `ckpt_ev`'s milliseconds. The dirty mark is removed only when `ver` still equals the
 -- version written (a compare: a commit that landed after the read keeps the workflow dirty)
 -- and no events remain. A workflow left dirty gets its score raised to the read time (ZADD XX
 -- GT): everything before the read is in Postgres, so its oldest unsaved change is no older.
@@ -77,7 +78,10 @@ for k = 1, n do
     end
     local archived = redis.call('HGET', wf, K.ckpt_ev)
     if archived then
-      redis.call('XTRIM', events, 'MINID', archived)
+      local ms, seq = string.match(archived, '^(%d+)-(%d+)$')
+      if ms then
+        redis.call('XTRIM', events, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+      end
     end
     if more ~= '1' then
       if current == version then
