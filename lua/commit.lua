@@ -212,6 +212,10 @@ end
 if plan.m ~= '' then
   if plan.mw ~= 1 and redis.call('EXISTS', wf) == 1 then
     redis.call('ZADD', record, now, plan.m)
+    local left = tonumber(plan.ft or 0) == 0 and redis.call('PTTL', wf) or -1
+    if left > 0 then  -- a finished workflow that expires: its record goes with it
+      redis.call('PEXPIRE', record, left)
+    end
   else
     redis.call('ZADD', done, now, plan.m)
   end

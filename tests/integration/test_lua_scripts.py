@@ -181,6 +181,13 @@ def test_commit_that_finishes_a_workflow_makes_its_keys_expire_and_one_that_reop
     assert lua.client.zscore(p.expiring, "w1") is None
 
 
+def test_a_message_recorded_for_an_expiring_workflow_expires_with_it(lua: Lua) -> None:
+    lua.client.hset(lua.wf(), mapping={"ver": 1})
+    lua.client.pexpire(lua.wf(), 60_000)  # finished earlier; its record did not exist yet
+    assert lua.commit(Transition("w1"), "late", finished_ttl_ms=60_000) == [1, 0]
+    assert 0 < lua.client.pttl(lua.part.processed("w1")) <= 60_000
+
+
 def test_commit_releases_a_counters_message_exactly_when_it_reaches_its_stored_threshold(lua: Lua) -> None:
     lua.client.hset(lua.wf(), "t:j:d", 2)
     released = []
