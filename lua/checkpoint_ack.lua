@@ -5,7 +5,7 @@
 --
 -- KEYS[1] the partition's dirty set     KEYS[2] the partition's checkpoint info hash
 -- KEYS[3] the partition's quarantine hash (workflow id -> JSON reason)
--- KEYS[3+k] hash of the k-th workflow (k = 1..n)
+-- KEYS[3+k] hash of the k-th workflow (k = 1..n)   KEYS[3+n+k] event stream of the k-th workflow
 -- ARGV[1] server time (ms) at which the batch was read
 -- ARGV[2] owner token of the checkpointer (recorded in the info hash)
 -- ARGV[3+5(k-1)] .. ARGV[7+5(k-1)], for the k-th workflow:
@@ -14,7 +14,10 @@
 --   quarantine reason as JSON ('' when written)
 --
 -- Written workflow: `ckpt` = max(ckpt, version) and `ckpt_ev` = max(ckpt_ev, last event), and
--- any quarantine entry is removed. The dirty mark is removed only when `ver` still equals the
+-- any quarantine entry is removed; the event stream is trimmed to the entries after `ckpt_ev`
+-- (XTRIM MINID): what PostgreSQL holds leaves Redis. The stream key stays, empty when all is
+-- archived, so its last id still orders the next event after the archived ones; the time of
+-- the newest archived event is `ckpt_ev`'s milliseconds. The dirty mark is removed only when `ver` still equals the
 -- version written (a compare: a commit that landed after the read keeps the workflow dirty)
 -- and no events remain. A workflow left dirty gets its score raised to the read time (ZADD XX
 -- GT): everything before the read is in Postgres, so its oldest unsaved change is no older.
@@ -39,8 +42,9 @@ local read_ms, owner = ARGV[1], ARGV[2]
 local out = {}
 local saved = 0
 
-for k = 1, #KEYS - 3 do
-  local wf = KEYS[3 + k]
+local n = (#KEYS - 3) / 2
+for k = 1, n do
+  local wf, events = KEYS[3 + k], KEYS[3 + n + k]
   local base = 3 + 5 * (k - 1)
   local id, version, last_event, more, reason =
     ARGV[base], tonumber(ARGV[base + 1]), ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
@@ -71,6 +75,13 @@ for k = 1, #KEYS - 3 do
     end
     if last_event ~= '' and stream_id_gt(last_event, redis.call('HGET', wf, K.ckpt_ev)) then
       redis.call('HSET', wf, K.ckpt_ev, last_event)
+    end
+    local archived = redis.call('HGET', wf, K.ckpt_ev)
+    if archived then
+      local ms, seq = string.match(archived, '^(%d+)-(%d+)$')
+      if ms then
+        redis.call('XTRIM', events, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+      end
     end
     if more ~= '1' then
       if current == version then

@@ -1,9 +1,10 @@
 -- commit: apply one state transition of one workflow atomically.
 --
--- KEYS[1] workflow hash          KEYS[5] dedup record (zset: message id -> processed at)
+-- KEYS[1] workflow hash          KEYS[5] partition's windowed dedup record (zset: id -> at)
 -- KEYS[2] ready stream           KEYS[6] dirty set (zset: workflow id -> first change)
 -- KEYS[3] delayed set            KEYS[7] workflow event stream
--- KEYS[4] delayed payloads hash
+-- KEYS[4] delayed payloads hash  KEYS[8] the workflow's dedup record (zset: id -> processed at)
+--                                KEYS[9] partition's expiring set (zset: workflow id -> due ms)
 --
 -- ARGV[1] JSON plan:
 --   m   message id being processed ('' for none)       e  delivered stream entry id ('' for none)
@@ -33,6 +34,13 @@
 --   ev  [argv_index, ...]          events (JSON) to append to the workflow's event stream
 --   p   [[channel, text], ...]     notifications to PUBLISH after the writes (cancellations)
 --   nd  1 when KEYS[1] is not a workflow's hash (a concurrency limit's record): no dirty mark
+--   mw  1 to record the message in the windowed record KEYS[5] even when the workflow exists
+--       (marks of the store API, which ``is_message_processed`` finds without a workflow id,
+--       and commits of a record that is not a workflow's, whose messages never leave with it)
+--   el  > 0: cap the event stream at about this many entries (XADD MAXLEN ~); 0: no cap
+--   ft  > 0: the workflow finished: KEYS[1], KEYS[7] and KEYS[8] expire in ft ms and the id is
+--       put in KEYS[9] due then; -1: it runs again: their expiry is removed and the id taken
+--       off KEYS[9]; absent or 0: expiry left as it is
 -- ARGV[2..] blobs referenced by index.
 --
 -- Settling a stage sets its flag k.flag..id once (HSETNX: '1', or 'h' when halted); only a
@@ -47,6 +55,10 @@
 -- settles -> completion -> enqueue -> events -> notifications -> workflow version bump (field
 -- `ver`) + dirty mark -> dedup record + XACK/XDEL of the entry.
 --
+-- Dedup: a message is a DUPLICATE when its id is in the workflow's record KEYS[8] or in the
+-- partition's windowed record KEYS[5]. It is recorded in KEYS[8] when the workflow hash exists
+-- after the writes (so the id leaves with the workflow), else (and with plan.mw) in KEYS[5].
+--
 -- Returns:
 --   {1, released}   committed; released = number of counter/completion-released messages
 --   {0}             DUPLICATE: message already processed; entry acked, nothing written
@@ -57,10 +69,10 @@
 --@include includes/enqueue.lua
 
 local plan = cjson.decode(ARGV[1])
-local wf, ready, delayed, payloads, done, dirty, events =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local wf, ready, delayed, payloads, done, dirty, events, record =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 
-if plan.m ~= '' and redis.call('ZSCORE', done, plan.m) then
+if plan.m ~= '' and (redis.call('ZSCORE', record, plan.m) or redis.call('ZSCORE', done, plan.m)) then
   ack(ready, plan.g, plan.e)
   return {0}
 end
@@ -180,8 +192,13 @@ for _, msg in ipairs(plan.q) do
   enqueue(ready, delayed, payloads, msg[1], ARGV[msg[2]], tonumber(msg[3]), now)
 end
 
+local cap = tonumber(plan.el or 0)
 for _, idx in ipairs(plan.ev) do
-  redis.call('XADD', events, '*', K.event, ARGV[idx])
+  if cap > 0 then
+    redis.call('XADD', events, 'MAXLEN', '~', cap, '*', K.event, ARGV[idx])
+  else
+    redis.call('XADD', events, '*', K.event, ARGV[idx])
+  end
 end
 
 for _, note in ipairs(plan.p) do
@@ -197,7 +214,27 @@ if #plan.w > 0 or #plan.n > 0 or #plan.x > 0 or #resets > 0 or #unsettles > 0 or
 end
 
 if plan.m ~= '' then
-  redis.call('ZADD', done, now, plan.m)
+  if plan.mw ~= 1 and redis.call('EXISTS', wf) == 1 then
+    redis.call('ZADD', record, now, plan.m)
+    local left = tonumber(plan.ft or 0) == 0 and redis.call('PTTL', wf) or -1
+    if left > 0 then  -- a finished workflow that expires: its record goes with it
+      redis.call('PEXPIRE', record, left)
+    end
+  else
+    redis.call('ZADD', done, now, plan.m)
+  end
+end
+local ttl = tonumber(plan.ft or 0)
+if ttl > 0 then
+  redis.call('PEXPIRE', wf, ttl)
+  redis.call('PEXPIRE', events, ttl)
+  redis.call('PEXPIRE', record, ttl)
+  redis.call('ZADD', KEYS[9], now + ttl, plan.wf)
+elseif ttl < 0 then
+  redis.call('PERSIST', wf)
+  redis.call('PERSIST', events)
+  redis.call('PERSIST', record)
+  redis.call('ZREM', KEYS[9], plan.wf)
 end
 ack(ready, plan.g, plan.e)
 return {1, released}

@@ -2,11 +2,12 @@
 --
 -- KEYS[1] workflow hash     KEYS[3] partition workflow index (zset)
 -- KEYS[2] workflow event stream     KEYS[4] dirty set
+-- KEYS[5] the workflow's dedup record (zset)
 -- ARGV[1] workflow id
 -- ARGV[2] version the caller saw (with an end time past the retention period)
 -- ARGV[3] statuses that may be evicted (the complete ones), as ',NAME,NAME,'
 --
--- Deletes the hash, the event stream and the index entry only when, all at once: the status
+-- Deletes the hash, the event stream, the dedup record and the index entry only when, all at once: the status
 -- is in ARGV[3], `ver` equals ARGV[2], the checkpointed version `ckpt` equals `ver`, the
 -- workflow is not dirty, and every event of the stream is archived (its last id <= `ckpt_ev`).
 -- A workflow whose stream has unarchived events is marked dirty so the checkpointer takes them.
@@ -44,6 +45,6 @@ if #newest > 0 and stream_id_gt(newest[1][1], ckpt_ev) then
   return {0, 'events'}
 end
 
-redis.call('DEL', wf, events)
+redis.call('DEL', wf, events, KEYS[5])
 redis.call('ZREM', index, id)
 return {1}

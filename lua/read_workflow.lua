@@ -2,7 +2,8 @@
 -- (optionally) their direct upstream/downstream stages, counters, and whether the message
 -- being handled is already in the dedup record. Read-only.
 --
--- KEYS[1] workflow hash   KEYS[2] dedup record (zset)
+-- KEYS[1] workflow hash   KEYS[2] partition's windowed dedup record (zset)
+-- KEYS[3] the workflow's dedup record (zset); a message id in either is processed
 -- ARGV[1] message id to look up in the dedup record ('' for none)
 -- ARGV[2] neighbours to include: '' | 'up' | 'down' | 'both'
 -- ARGV[3] stage ids, space-separated
@@ -25,7 +26,7 @@
 
 local wf = KEYS[1]
 local processed = 0
-if ARGV[1] ~= '' and redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+if ARGV[1] ~= '' and (redis.call('ZSCORE', KEYS[3], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1])) then
   processed = 1
 end
 local out = {processed, redis.call('HGET', wf, K.meta), redis.call('HGET', wf, K.v .. K.meta), #ARGV - 4}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from stabilize_redis.backend.launch import launch
 from stabilize_redis.backend.registry import backend_for
+from stabilize_redis.config import MemoryPolicy
 from stabilize_redis.durable_submit import CHECKPOINT, REPLICAS, Durability
 from stabilize_redis.errors import StageError, WorkflowNotFoundError
 from stabilize_redis.keys import META_FIELD, ref_field, stage_field
@@ -47,6 +48,8 @@ class Client:
             from stabilize_redis.durability.pg import configured_snapshot_store
 
             snapshots = configured_snapshot_store(dsn, schema, self.backend.target.namespace)
+        if snapshots is not None:  # PostgreSQL keeps the history: no caps (``MemoryPolicy``)
+            self.backend.memory = MemoryPolicy.from_env(durable=True)
         self.store.snapshots = snapshots
         self.queue = RedisQueue.__new__(RedisQueue)
         self.queue.backend = self.backend

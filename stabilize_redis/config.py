@@ -64,3 +64,50 @@ class EngineConfig:
         """Seconds before retry/poll number ``attempt`` (0-based): min * 2**attempt, capped."""
         ms = min(self.task_backoff_min_ms * (2 ** min(attempt, 30)), self.task_backoff_max_ms)
         return ms / 1000.0
+
+
+DEDUP_WINDOW_ENV = "STABILIZE_DEDUP_WINDOW_S"
+EVENT_MAXLEN_ENV = "STABILIZE_EVENT_STREAM_MAXLEN"
+FINISHED_TTL_ENV = "STABILIZE_FINISHED_TTL_S"
+DEFAULT_EVENT_MAXLEN = 1000
+DEFAULT_FINISHED_TTL_S = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """What bounds the memory a namespace keeps in Redis (``RedisBackend.memory``).
+
+    ``dedup_window_s``: how long the partition's *windowed* dedup record keeps a message id.
+    Only messages processed while no workflow hash exists (and marks of the store API) go
+    there; every message committed against a workflow is recorded with the workflow and leaves
+    with it, whatever this says. Must exceed the longest a copy of such a message can come back
+    (handler retries: ``message_max_attempts`` x ``handler_retry_max_delay_s``; a zombie worker:
+    the task timeout). ``event_stream_maxlen``: about how many entries a workflow's event
+    stream keeps (``XADD MAXLEN ~``; 0: uncapped). ``finished_ttl_s``: a finished workflow
+    (hash, events, dedup record) expires this long after it ended (0: kept). The two caps are
+    for deployments without PostgreSQL; with a DSN the archive and retention bound the memory,
+    so both default to 0 there (a cap would drop events not archived yet).
+    """
+
+    dedup_window_s: float = 86400.0
+    event_stream_maxlen: int = DEFAULT_EVENT_MAXLEN
+    finished_ttl_s: float = DEFAULT_FINISHED_TTL_S
+
+    def __post_init__(self) -> None:
+        for name in ("dedup_window_s", "event_stream_maxlen", "finished_ttl_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"MemoryPolicy.{name} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, durable: bool | None = None) -> MemoryPolicy:
+        """From ``STABILIZE_DEDUP_WINDOW_S``, ``STABILIZE_EVENT_STREAM_MAXLEN`` and
+        ``STABILIZE_FINISHED_TTL_S``; the caps default to 0 when ``durable`` (default: whether
+        ``STABILIZE_POSTGRES_DSN`` is set)."""
+        if durable is None:
+            durable = bool(os.environ.get("STABILIZE_POSTGRES_DSN"))
+        d = cls()
+        return cls(
+            dedup_window_s=env_float(DEDUP_WINDOW_ENV, d.dedup_window_s),
+            event_stream_maxlen=env_int(EVENT_MAXLEN_ENV, 0 if durable else d.event_stream_maxlen),
+            finished_ttl_s=env_float(FINISHED_TTL_ENV, 0.0 if durable else d.finished_ttl_s),
+        )

@@ -97,8 +97,9 @@ def main() -> int:
                 data: dict[str, Any] = e.get("data") or {}  # type: ignore[assignment]
                 if kind == "task.retried":
                     extra = f" (attempt {data.get('attempt')}: {data.get('error')})"
-                elif kind == "stage.completed":
-                    extra = f" -> {json.dumps(data.get('outputs'))}"
+                elif kind == "stage.completed":  # events carry no outputs: the stage record has them
+                    outputs = client.get(wf.id).stage_by_id(str(e["entity_id"])).outputs
+                    extra = f" -> {json.dumps(outputs)}"
                 print(f"  {kind:<18} {entity}{extra}")
             seen = len(events)
             if any(str(e["event_type"]) in ("workflow.completed", "workflow.failed", "workflow.canceled")

@@ -62,8 +62,16 @@ class PartitionKeys:
 
     @property
     def done(self) -> str:
-        """Sorted set of processed message ids scored by processing time (dedup record)."""
+        """Sorted set of processed message ids scored by processing time: the partition's
+        *windowed* dedup record, for messages processed without a workflow in Redis (and marks of
+        the store API), trimmed after ``EngineConfig.dedup_window_s`` (``lua/promote_delayed.lua``)."""
         return f"{self.tag}:done"
+
+    def processed(self, workflow_id: str) -> str:
+        """Sorted set of the message ids committed against one workflow, scored by processing
+        time: the workflow's dedup record. It lives and leaves with the workflow's hash
+        (``lua/evict.lua``, ``RedisWorkflowStore.delete``), so it is bounded by the workflow."""
+        return f"{self.tag}:dn:{workflow_id}"
 
     @property
     def dirty(self) -> str:
@@ -75,6 +83,13 @@ class PartitionKeys:
         """Counter, present while marks dropped from the dirty set (no checkpointer ran) may
         belong to unsaved workflows; a checkpointer re-marks them (``durability.dirty_cap``)."""
         return f"{self.tag}:dirty:trimmed"
+
+    @property
+    def expiring(self) -> str:
+        """Sorted set of finished workflow ids scored by when their keys expire (``finished_ttl``
+        of ``config.MemoryPolicy``); ``lua/promote_delayed.lua`` drops due ones from the
+        partition's index and dirty set."""
+        return f"{self.tag}:expiring"
 
     @property
     def outbox(self) -> str:

@@ -18,6 +18,7 @@ import redis
 
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
+from stabilize_redis.config import MemoryPolicy
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, ensure_plain, unpack
 from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
@@ -48,8 +49,6 @@ from stabilize_redis.queue.messages import Message, RelayMessage, decode_message
 from stabilize_redis.support import check_message
 
 log = logging.getLogger("stabilize_redis.backend")
-
-DEDUP_RETENTION_MS = 24 * 3600 * 1000
 
 
 class CommitOutcome:
@@ -86,11 +85,14 @@ def _int(value: bytes | None) -> int:
 class RedisBackend:
     """State and queue operations of one namespace on one Redis (or the embedded default)."""
 
-    def __init__(self, target: Target, partitions: int | None = None) -> None:
+    def __init__(self, target: Target, partitions: int | None = None, memory: MemoryPolicy | None = None) -> None:
         """Connect and make sure the namespace exists (marker, consumer groups). Redis errors
         propagate (a worker starting before Redis is up retries: ``workers/process.py``); on an
-        existing namespace nothing is written."""
+        existing namespace nothing is written. ``memory`` (default: ``MemoryPolicy.from_env()``)
+        bounds the dedup window, event streams and finished workflows' lifetime; it may be
+        replaced on the instance (a process with a snapshot store sets the durable policy)."""
         self.target = target
+        self.memory = memory if memory is not None else MemoryPolicy.from_env()
         # redis-py types replies as unions over every decode mode; this client always returns
         # bytes (decode_responses=False), so replies are handled as such.
         self.client: Any = connect_redis(target)
@@ -188,7 +190,7 @@ class RedisBackend:
         # ``decisions.flow.release_after_completion`` is their one reader.
         joins = f"{counter_field(join_counter(''))} {threshold_field(join_counter(''))}" if downs else ""
         reply = self.scripts.read_workflow(
-            keys=[part.workflow(workflow_id), part.done],
+            keys=[part.workflow(workflow_id), part.done, part.processed(workflow_id)],
             args=[processed_id, mode, " ".join(stage_ids), joins, *[counter_field(c) for c in counters],
                   *[threshold_field(c) for c in counters]])
         meta = unpack(reply[1]) if reply[1] else None
@@ -282,8 +284,12 @@ class RedisBackend:
                 region.flags[sid] = flag.decode()
         return region
 
-    def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None) -> str:
-        """Apply a transition atomically with the dedup record and ack of ``delivery``.
+    def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None, *,
+               windowed: bool = False) -> str:
+        """Apply a transition atomically with the dedup record and ack of ``delivery``. The
+        message id is recorded with the workflow (``PartitionKeys.processed``), or in the
+        partition's windowed record when no workflow hash exists or ``windowed`` is set (a mark
+        of the store API, found by ``is_message_processed`` without a workflow id).
 
         Raises MisroutedDeliveryError (writing and acking nothing) when ``delivery`` was read
         from a partition other than the workflow's: the ack must name the stream it came from."""
@@ -298,11 +304,14 @@ class RedisBackend:
             message.message_id or "" if message is not None else "",
             delivery.entry_id if delivery is not None else "",
             CONSUMER_GROUP,
+            windowed=windowed,
+            event_cap=self.memory.event_stream_maxlen,
+            finished_ttl_ms=int(self.memory.finished_ttl_s * 1000),
         )
+        wid = transition.workflow_id
         keys = [
-            transition.record_key or part.workflow(transition.workflow_id), part.ready, part.delayed,
-            part.delayed_payloads,
-            part.done, part.dirty, part.events(transition.workflow_id),
+            transition.record_key or part.workflow(wid), part.ready, part.delayed, part.delayed_payloads,
+            part.done, part.dirty, part.events(wid), part.processed(wid), part.expiring,
         ]
         result = self.scripts.commit(keys=keys, args=args)
         code = int(result[0])
@@ -329,8 +338,9 @@ class RedisBackend:
         assert message.message_id, "a relayed message keeps the id it was given by its commit"
         part = self.part(message.workflow_id)
         return int(self.scripts.relay_deliver(
-            keys=[part.ready, part.delayed, part.delayed_payloads, part.done, part.inbox],
-            args=[message.message_id, message.encode(), DEDUP_RETENTION_MS])) == 1
+            keys=[part.ready, part.delayed, part.delayed_payloads, part.done, part.inbox,
+                  part.processed(message.workflow_id)],
+            args=[message.message_id, message.encode(), int(self.memory.dedup_window_s * 1000)])) == 1
 
     def submit(self, workflow_id: str, fields: dict[str, bytes], start: Message | None,
                mode: str, event: str = "") -> int:
@@ -378,9 +388,18 @@ class RedisBackend:
         return list(unpack(raw)) if raw else []
 
     def events(self, workflow_id: str) -> list[dict[str, Any]]:
-        """The workflow's event log, oldest first."""
+        """The workflow's event log as Redis holds it, oldest first (with a checkpointer, the
+        archived entries before the newest one are in PostgreSQL only: ``RedisWorkflowStore.events``
+        reads both). Each event gets its ``workflow_id`` and ``timestamp`` (the entry id's
+        milliseconds) when the entry does not store them."""
         entries = self.client.xrange(self.part(workflow_id).events(workflow_id))
-        return [json.loads(fields[b"e"]) for _, fields in entries]
+        out: list[dict[str, Any]] = []
+        for entry_id, fields in entries:
+            event = json.loads(fields[b"e"])
+            event.setdefault("workflow_id", workflow_id)
+            event.setdefault("timestamp", int(entry_id.split(b"-")[0]))
+            out.append(event)
+        return out
 
     def workflow_ids(self) -> list[str]:
         pipe = self.client.pipeline(transaction=False)
@@ -456,8 +475,9 @@ class RedisBackend:
         pipe = self.client.pipeline(transaction=False)
         for part in parts:
             self.scripts.promote_delayed(
-                keys=[part.delayed, part.delayed_payloads, part.ready, part.done],
-                args=[limit, DEDUP_RETENTION_MS], client=pipe)
+                keys=[part.delayed, part.delayed_payloads, part.ready, part.done, part.expiring,
+                      part.workflows, part.dirty],
+                args=[limit, int(self.memory.dedup_window_s * 1000)], client=pipe)
         dues: list[int] = []
         errors: dict[int, Exception] = {}
         for part, result in zip(parts, pipe.execute(raise_on_error=False), strict=True):
@@ -486,14 +506,15 @@ class RedisBackend:
         return int(code) == 2
 
     def dead_letter(self, delivery: Delivery, reason: str, error: str, *,
-                    unless_processed: bool = False) -> bool:
+                    unless_processed: bool = False, workflow_id: str = "") -> bool:
         """Move ``delivery`` to the dead-letter stream of the partition it was read from,
         atomically with its ack there (``lua/dead_letter.lua``). With ``unless_processed``, a
-        message whose id is in that partition's dedup record is only acked (a redelivered
+        message whose id is in that partition's windowed dedup record, or in the record of
+        ``workflow_id`` (when it lives in that partition), is only acked (a redelivered
         duplicate). True when dead-lettered."""
         part = self.keys.partition(delivery.partition)
         code = self.scripts.dead_letter(
-            keys=[part.ready, part.dead, part.done],
+            keys=[part.ready, part.dead, part.done, part.processed(workflow_id)],
             args=[delivery.entry_id, CONSUMER_GROUP, delivery.message_id, delivery.payload, reason,
                   delivery.delivered, error, "1" if unless_processed else "0"])
         return int(code) == 1

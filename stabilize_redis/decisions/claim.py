@@ -151,5 +151,4 @@ def begin_task(t: Transition, rec: StageRecord, task: TaskExecution, kw: dict[st
     task.start_time = now_ms()
     t.write_stage(rec)
     t.push(RunTask(task_type=task.implementing_class, **tkw))  # type: ignore[arg-type]
-    t.event("task.started", "task", task.id,
-            {"stage_id": rec.id, "name": task.name, "implementing_class": task.implementing_class})
+    t.event("task.started", "task", task.id, {"stage_id": rec.id})

@@ -58,12 +58,12 @@ def attach(snap: Snapshot) -> Workflow:
 
 
 def stage_event_data(rec: StageRecord, **extra: Any) -> dict[str, Any]:
+    """An event's data naming a stage: its ref id (and parent, for a synthetic stage) and
+    ``extra``. Nothing the stage record holds (type, name, times, context, outputs) is copied."""
     s = rec.stage
-    data: dict[str, Any] = {
-        "ref_id": s.ref_id, "type": s.type, "name": s.name, "start_time": s.start_time,
-        "is_synthetic": s.parent_stage_id is not None, "parent_stage_id": s.parent_stage_id,
-        "task_count": len(s.tasks),
-    }
+    data: dict[str, Any] = {"ref_id": s.ref_id}
+    if s.parent_stage_id is not None:
+        data["parent_stage_id"] = s.parent_stage_id
     data.update(extra)
     return data
 

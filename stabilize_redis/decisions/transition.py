@@ -16,7 +16,6 @@ once (the completion flag ``keys.COMPLETION_FIELD``).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -38,6 +37,7 @@ from stabilize_redis.keys import (
     stage_field,
     threshold_field,
 )
+from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import CompleteWorkflow, Message, new_message_id
 
@@ -171,20 +171,28 @@ class Transition:
         self.notices.append((channel, text))
 
     def event(self, event_type: str, entity_type: str, entity_id: str, data: dict[str, Any]) -> None:
+        """Append an event to the workflow's stream if the transition commits. Events stay
+        small: they name what changed (ids, status, a short reason); the records hold the
+        state. The workflow id and the time are the stream's (the key, the entry id's
+        milliseconds: the commit's server time) and are not stored in each entry; readers add
+        them (``RedisBackend.events``, the archive)."""
         self.events.append(
             {
                 "event_id": str(ULID()),
                 "event_type": event_type,
                 "entity_type": entity_type,
                 "entity_id": entity_id,
-                "workflow_id": self.workflow_id,
-                "timestamp": int(time.time() * 1000),
                 "data": data,
             }
         )
 
-    def to_script_args(self, message_id: str, entry_id: str, group: str) -> list[Any]:
-        """ARGV for ``lua/commit.lua``: the JSON plan followed by the blobs it references."""
+    def to_script_args(self, message_id: str, entry_id: str, group: str, *, windowed: bool = False,
+                       event_cap: int = 0, finished_ttl_ms: int = 0) -> list[Any]:
+        """ARGV for ``lua/commit.lua``: the JSON plan followed by the blobs it references.
+        ``windowed``: record the message in the partition's windowed dedup record (plan ``mw``);
+        ``event_cap``: approximate cap of the event stream (``el``); ``finished_ttl_ms`` > 0: when
+        this transition writes the workflow status, a complete one makes the workflow's keys
+        expire after that long and any other one removes their expiry (``ft``)."""
         blobs: list[Any] = []
 
         def ref(blob: Any) -> int:
@@ -214,8 +222,17 @@ class Transition:
             "ev": [ref(json.dumps(e, separators=(",", ":"), default=str)) for e in self.events],
             "p": [[c, m] for c, m in self.notices],
         }
-        if self.record_key is not None:
+        if self.record_key is not None:  # not a workflow's hash: no checkpoint, ids in the window
             plan["nd"] = 1
+            windowed = True
+        if windowed:
+            plan["mw"] = 1
+        if event_cap > 0 and self.events:
+            plan["el"] = event_cap
+        status = self.writes.get(STATUS_FIELD)
+        if finished_ttl_ms > 0 and isinstance(status, bytes | str):
+            name = status.decode() if isinstance(status, bytes) else status
+            plan["ft"] = finished_ttl_ms if WorkflowStatus[name].is_complete else -1
         if self.resets:
             plan["z"] = [[f, v] for f, v in self.resets.items()]
         if self.settles or self.unsettled or self.completion_requested or self.resets or self.completion:

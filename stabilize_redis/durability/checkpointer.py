@@ -46,7 +46,7 @@ import redis
 from psycopg_pool import PoolTimeout
 
 from stabilize_redis.backend.redis_backend import RedisBackend
-from stabilize_redis.config import env_float
+from stabilize_redis.config import MemoryPolicy, env_float
 from stabilize_redis.durability.dirty_cap import DirtyRepair
 from stabilize_redis.durability.drain import DrainPass, PassStats
 from stabilize_redis.durability.health import POSTGRES_KINDS, REDIS_KINDS, OutageReport
@@ -148,6 +148,9 @@ class Checkpointer:
         self.backend = backend
         self.store = store
         self.settings = settings or CheckpointSettings()
+        # Events are archived and finished workflows evicted by this checkpointer: the caps of
+        # a deployment without PostgreSQL would drop what it has not archived yet.
+        backend.memory = MemoryPolicy.from_env(durable=True)
         self.totals = PassStats()
         self.evicted = 0
         self.remarked = 0

@@ -355,7 +355,8 @@ class DrainPass:
             for i, group in by_part.items():
                 part = self.backend.keys.partition(i)
                 keys = [part.dirty, part.checkpoint_info, part.quarantine,
-                        *(part.workflow(r.workflow_id) for r in group)]
+                        *(part.workflow(r.workflow_id) for r in group),
+                        *(part.events(r.workflow_id) for r in group)]
                 args: list[Any] = [min(r.read_ms for r in group), self.owner]
                 for r in group:
                     if r.refused:

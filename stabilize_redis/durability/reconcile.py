@@ -230,9 +230,12 @@ class Reconciler:
             return "missing" if row is not None and row.status in ACTIVE_STATUSES else "none"
         archived_up_to = _sid(c.fields.get(CHECKPOINT_EVENT_FIELD.encode()))
         first = _sid(c.first) if c.first else None
+        # An archived event this Redis should still hold (after its own `ckpt_ev`: the
+        # checkpointer trims only up to there) and does not, is lost. Without `ckpt_ev` (a
+        # restored workflow: its stream started anew), only events from the stream's first on.
         c.lost = [event_id for event_id, sid in c.archived
                   if event_id not in c.present and _sid(sid) > archived_up_to
-                  and (first is not None and _sid(sid) >= first or first is None and archived_up_to[0] >= 0)]
+                  and (archived_up_to[0] >= 0 or first is not None and _sid(sid) >= first)]
         version = int(c.fields.get(WORKFLOW_VERSION_FIELD.encode(), b"0"))
         same = row is not None and version == row.version and snapshot_fields(c.fields) == row.fields()
         reasons = []

@@ -44,6 +44,7 @@ from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.config import env_float
 from stabilize_redis.durability.recovery_plan import describe, plan_from_hash
 from stabilize_redis.keys import (
+    CHECKPOINT_EVENT_FIELD,
     DEAD_REASON_FIELD,
     ENTRY_PAYLOAD_BYTES,
     STATUS_FIELD,
@@ -146,7 +147,7 @@ def _quiet_running(backend: RedisBackend, part: PartitionKeys, now_ms: int,
                    older_than_ms: int) -> tuple[int, dict[str, int]]:
     """(RUNNING count, {id: ver} of RUNNING workflows quiet for at least ``older_than_ms``)."""
     client = backend.client
-    running: list[tuple[str, int, int]] = []
+    running: list[tuple[str, int, int]] = []  # id, last known activity (ms), version
     start = 0
     while True:  # the partition index in pages, so a large index never makes one huge reply
         members = client.zrange(part.workflows, start, start + _PAGE - 1, withscores=True)
@@ -154,10 +155,13 @@ def _quiet_running(backend: RedisBackend, part: PartitionKeys, now_ms: int,
             break
         pipe = client.pipeline(transaction=False)
         for member, _ in members:
-            pipe.hmget(part.workflow(member.decode()), [STATUS_FIELD, WORKFLOW_VERSION_FIELD])
-        for (member, score), (st, ver) in zip(members, pipe.execute(), strict=True):
+            pipe.hmget(part.workflow(member.decode()), [STATUS_FIELD, WORKFLOW_VERSION_FIELD, CHECKPOINT_EVENT_FIELD])
+        for (member, score), (st, ver, archived) in zip(members, pipe.execute(), strict=True):
             if st == _RUNNING:
-                running.append((member.decode(), int(score), int(ver or 0)))
+                # The checkpointer trims archived events from the stream: the newest archived
+                # one's time is its id's, kept in the hash.
+                running.append((member.decode(), max(int(score), _stream_ms(archived) if archived else 0),
+                                int(ver or 0)))
         if len(members) < _PAGE:
             break
         start += _PAGE

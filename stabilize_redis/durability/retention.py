@@ -3,7 +3,7 @@
 A sweep pages through each partition's workflow index (scored by submit time; a workflow
 submitted after the cutoff cannot have ended before it), reads the status, versions and end
 time of the candidates, and calls ``lua/evict.lua`` for the finished ones whose end is older
-than ``retention``. The script deletes the hash, event stream and index entry only if the
+than ``retention``. The script deletes the hash, event stream, dedup record and index entry only if the
 workflow is still complete, its version is the one seen, that version is checkpointed, it is
 not dirty and every event is archived — so a workflow whose latest state is not in Postgres is
 never dropped. Reads then fall back to Postgres (``RedisWorkflowStore.retrieve``).
@@ -72,7 +72,7 @@ def sweep(backend: RedisBackend, partitions: Iterable[int], retention: float, *,
                 def build(pipe: Any, chosen: list[tuple[str, int]] = chosen, part: PartitionKeys = part) -> None:
                     for wid, version in chosen:
                         evalsha(pipe, script, [part.workflow(wid), part.events(wid), part.workflows,
-                                               part.dirty], [wid, version, statuses])
+                                               part.dirty, part.processed(wid)], [wid, version, statuses])
 
                 done = sum(1 for r in execute(backend.client, build, [script]) if int(r[0]) == 1)
                 evicted += done

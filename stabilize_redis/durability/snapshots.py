@@ -146,8 +146,8 @@ class CheckpointResult:
 @dataclass(frozen=True)
 class EventRow:
     """One event-stream entry to archive: its workflow, stream entry id and JSON text (the
-    ``e`` field written by the commit, holding event_id, event_type, entity_type, entity_id,
-    timestamp and data)."""
+    ``e`` field written by the commit, holding event_id, event_type, entity_type, entity_id
+    and data; an entry without a timestamp is archived with its stream entry's time)."""
 
     workflow_id: str
     stream_id: str
@@ -182,7 +182,8 @@ INSERT INTO {table} (event_id, namespace, workflow_id, stream_id, stream_ms, str
 SELECT COALESCE(u.e->>'event_id', u.wid || '/' || u.sid), %(ns)s, u.wid, u.sid,
        split_part(u.sid, '-', 1)::bigint, split_part(u.sid, '-', 2)::bigint,
        COALESCE(u.e->>'event_type', ''), COALESCE(u.e->>'entity_type', ''),
-       COALESCE(u.e->>'entity_id', ''), COALESCE((u.e->>'timestamp')::numeric::bigint, 0),
+       COALESCE(u.e->>'entity_id', ''),
+       COALESCE((u.e->>'timestamp')::numeric::bigint, split_part(u.sid, '-', 1)::bigint),
        COALESCE(u.e->'data', '{{}}'::jsonb)
 FROM unnest(%(wid)s::text[], %(sid)s::text[], %(e)s::jsonb[]) AS u(wid, sid, e)
 ORDER BY 1

@@ -114,7 +114,8 @@ class Handler(ABC):
         if delivery is None:  # handled directly, not read from a stream: nothing to ack
             delivery = Delivery(self.backend.part(message.workflow_id).index, "", message.message_id or "",
                                 message.encode().encode())
-        if not self.backend.dead_letter(delivery, "unknown_target", text, unless_processed=True):
+        if not self.backend.dead_letter(delivery, "unknown_target", text, unless_processed=True,
+                                        workflow_id=message.workflow_id):
             return CommitOutcome.DUPLICATE
         log.warning("dead-lettered %s %s: %s", type(message).__name__, message.message_id, text)
         return "dead"

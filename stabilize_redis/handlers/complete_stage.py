@@ -111,9 +111,8 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
     if status.is_complete:  # user hooks run once the ending is committed, never inside a decision
         t.on_commit(lambda: cleanup_tasks(ctx, rec))
     t.write_stage(rec)
-    data = stage_event_data(rec, status=status.name, end_time=stage.end_time,
-                            duration_ms=stage.end_time - (stage.start_time or stage.end_time),
-                            outputs=stage.outputs)
+    # No copy of the outputs: the stage record holds them (events stay small and capped).
+    data = stage_event_data(rec, status=status.name, version=rec.version + 1)
     if status in CONTINUABLE_STATUSES:
         refs = {d: snap.stages[d].stage.ref_id for d in rec.down if d in snap.stages}
         t.event("stage.completed", "stage", rec.id, data)

@@ -33,8 +33,10 @@ def finish_task(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: StageRe
     if status == WorkflowStatus.REDIRECT:
         return
     kind = "task.completed" if status.is_complete and not status.is_halt else "task.failed"
-    t.event(kind, "task", task.id, {"stage_id": rec.id, "name": task.name, "status": status.name,
-                                     "original_status": original_status.name if original_status else None})
+    data = {"stage_id": rec.id, "status": status.name}
+    if original_status is not None and original_status != status:
+        data["original_status"] = original_status.name
+    t.event(kind, "task", task.id, data)
     nxt = rec.stage.next_task(task)
     if nxt is not None and not status.is_halt and nxt.status == WorkflowStatus.NOT_STARTED:
         begin_task(t, rec, nxt, kw)

@@ -245,7 +245,8 @@ class SignalStageHandler(Handler):
         if delivery is None:
             delivery = Delivery(self.backend.part(message.workflow_id).index, "", message.message_id or "",
                                 message.encode().encode())
-        if not self.backend.dead_letter(delivery, "signal_buffer_full", text, unless_processed=True):
+        if not self.backend.dead_letter(delivery, "signal_buffer_full", text, unless_processed=True,
+                                        workflow_id=message.workflow_id):
             return CommitOutcome.DUPLICATE
         log.warning("dead-lettered SignalStage %s: %s", message.message_id, text)
         return "dead"

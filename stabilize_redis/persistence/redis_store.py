@@ -12,7 +12,8 @@ Stage-level methods (``store_stage``, ``add_stage``, ``remove_stage``, ``retriev
 graph queries) and ``transaction(queue)`` are stabilize's; their costs and guarantees are in
 ``decisions.stage_plans``, ``persistence.stage_reads`` and ``persistence.transaction``.
 Message dedup (``is_message_processed``, ``mark_message_processed``) uses the engine's own
-dedup record: the partition's processed-id set every commit checks.
+dedup records, which every commit checks: the partition's windowed record (marks of this API)
+and the workflow's own record (messages the engine committed; found with ``execution_id``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from stabilize_redis.backend.graph_reads import read_graph, read_removal
 from stabilize_redis.backend.launch import created_event
 from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend
 from stabilize_redis.backend.registry import backend_for
+from stabilize_redis.config import MemoryPolicy
 from stabilize_redis.dag.topological import validate_stage_graph
 from stabilize_redis.decisions.codec import unpack
 from stabilize_redis.decisions.common import attach, now_ms
@@ -34,7 +36,7 @@ from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.stage_plans import plan_remove, write_graph
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.errors import ConcurrencyError
-from stabilize_redis.keys import META_FIELD, partition_of
+from stabilize_redis.keys import CHECKPOINT_EVENT_FIELD, META_FIELD, partition_of
 from stabilize_redis.models.stage import StageExecution
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import PausedDetails, Workflow
@@ -98,6 +100,8 @@ class RedisWorkflowStore:
             from stabilize_redis.durability.pg import configured_snapshot_store
 
             snapshots = configured_snapshot_store(dsn, schema, self.backend.target.namespace)
+        if snapshots is not None:  # PostgreSQL keeps the history: no caps (``MemoryPolicy``)
+            self.backend.memory = MemoryPolicy.from_env(durable=True)
         self.snapshots = snapshots
 
     @classmethod
@@ -166,7 +170,7 @@ class RedisWorkflowStore:
     def delete(self, execution_id: str) -> None:
         part = self.backend.part(execution_id)
         pipe = self.backend.client.pipeline(transaction=True)
-        pipe.delete(part.workflow(execution_id), part.events(execution_id))
+        pipe.delete(part.workflow(execution_id), part.events(execution_id), part.processed(execution_id))
         pipe.zrem(part.workflows, execution_id)
         pipe.zrem(part.dirty, execution_id)
         pipe.execute()
@@ -257,26 +261,32 @@ class RedisWorkflowStore:
 
     # -- message dedup -----------------------------------------------------------------------
 
-    def is_message_processed(self, message_id: str) -> bool:
-        """Whether ``message_id`` is in the dedup record of any partition (one round trip)."""
+    def is_message_processed(self, message_id: str, execution_id: str | None = None) -> bool:
+        """Whether ``message_id`` is in the windowed dedup record of any partition - where
+        ``mark_message_processed`` and store transactions record it - or, given
+        ``execution_id``, in that workflow's record, where the engine records every message
+        it commits against the workflow (``PartitionKeys.processed``). One round trip."""
         pipe = self.backend.client.pipeline(transaction=False)
         for part in self.backend.keys.all_partitions():
             pipe.zscore(part.done, message_id)
+        if execution_id:
+            pipe.zscore(self.backend.part(execution_id).processed(execution_id), message_id)
         return any(score is not None for score in pipe.execute())
 
     def mark_message_processed(self, message_id: str, handler_type: str | None = None,
                                execution_id: str | None = None) -> None:
-        """Add ``message_id`` to the dedup record of ``execution_id``'s partition (where every
-        commit of that workflow checks it), else of the message id's own partition."""
+        """Add ``message_id`` to the windowed dedup record of ``execution_id``'s partition (where
+        every commit of that workflow checks it), else of the message id's own partition; kept
+        for ``MemoryPolicy.dedup_window_s``."""
         keys = self.backend.keys
         part = keys.for_workflow(execution_id) if execution_id else keys.partition(
             partition_of(message_id, keys.partitions))
         self.backend.client.zadd(part.done, {message_id: now_ms()}, nx=True)
 
     def cleanup_old_processed_messages(self, max_age_hours: float = 24.0) -> int:
-        """Drop dedup records older than ``max_age_hours``; returns how many. (The engine
-        trims them itself after a day; a redelivered message older than its record is then
-        handled again, so shortening this is an operator's decision.)"""
+        """Drop windowed dedup records older than ``max_age_hours``; returns how many. (The
+        engine trims them itself after ``MemoryPolicy.dedup_window_s``; records kept with a
+        workflow leave with it and are not touched here.)"""
         cutoff = now_ms() - int(max_age_hours * 3600 * 1000)
         pipe = self.backend.client.pipeline(transaction=False)
         for part in self.backend.keys.all_partitions():
@@ -444,11 +454,18 @@ class RedisWorkflowStore:
         self._update_meta(execution_id, change)
 
     def events(self, execution_id: str) -> list[dict[str, object]]:
-        """The workflow's audit events, oldest first (from Postgres once evicted from Redis)."""
+        """The workflow's audit events, oldest first. With PostgreSQL, the archived ones come
+        from there (the checkpointer trims them from the Redis stream, ``lua/checkpoint_ack.lua``)
+        followed by those Redis still holds that are not archived yet."""
         events: list[dict[str, object]] = list(self.backend.events(execution_id))
-        if not events and self.snapshots is not None:
-            events = list(self.snapshots.events(execution_id))
-        return events
+        if self.snapshots is None:
+            return events
+        part = self.backend.part(execution_id)
+        if events and self.backend.client.hget(part.workflow(execution_id), CHECKPOINT_EVENT_FIELD) is None:
+            return events  # nothing archived, so nothing trimmed: Redis has them all
+        archived = list(self.snapshots.events(execution_id))
+        seen = {e.get("event_id") for e in archived}
+        return archived + [e for e in events if e.get("event_id") not in seen]
 
     def is_healthy(self) -> bool:
         try:

@@ -235,7 +235,7 @@ class RedisStoreTransaction:
         marker = Message(message_id=self._processed) if self._processed is not None else None
         for _ in range(self._store.conflict_retries):
             t, done = self._plan(workflow_id)
-            outcome = self._backend.commit(t, marker, delivery)
+            outcome = self._backend.commit(t, marker, delivery, windowed=True)
             if outcome == CommitOutcome.CONFLICT:
                 continue
             if outcome == CommitOutcome.OK:

@@ -21,10 +21,11 @@ def _run_then_set(ckpt: Checkpointer, done: threading.Event) -> None:
 
 def test_a_finished_workflow_and_its_events_reach_postgres(real_target: tuple[str, str],
                                                            snapshot_store: SnapshotStore) -> None:
-    eng = engine_with_tasks(real_target)
+    eng = engine_with_tasks(real_target, snapshot_store)
     wf = eng.run(make_workflow(make_stage("a"), make_stage("b", requires=["a"]), make_stage("c", requires=["a"])))
     assert wf.status == WorkflowStatus.SUCCEEDED
     backend = eng.store.backend
+    in_redis = backend.events(wf.id)
     ckpt = checkpointer(backend, snapshot_store)
 
     stats = ckpt.run_once(all_partitions=True)  # finished workflows are due at once
@@ -35,7 +36,10 @@ def test_a_finished_workflow_and_its_events_reach_postgres(real_target: tuple[st
     assert row.version == versions(backend, wf.id)[0] == versions(backend, wf.id)[1]
     assert row.fields() == snapshot_fields(backend.load_hash(wf.id))
     assert row.workflow() == eng.store.retrieve(wf.id)
-    assert snapshot_store.events(wf.id) == eng.store.events(wf.id)
+    assert snapshot_store.events(wf.id) == eng.store.events(wf.id) == in_redis
+    # Archived events leave the Redis stream (the key stays, empty, keeping its last id).
+    assert backend.events(wf.id) == []
+    assert backend.client.exists(backend.part(wf.id).events(wf.id)) == 1
     assert row.start_time == wf.start_time and row.end_time == wf.end_time
     assert not is_dirty(backend, wf.id)
 

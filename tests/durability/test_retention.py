@@ -20,7 +20,8 @@ def _now() -> int:
 
 def _evict_script(backend, wid: str, version: int) -> list:  # type: ignore[no-untyped-def]
     part = backend.part(wid)
-    return backend.scripts.evict(keys=[part.workflow(wid), part.events(wid), part.workflows, part.dirty],
+    return backend.scripts.evict(keys=[part.workflow(wid), part.events(wid), part.workflows, part.dirty,
+                                       part.processed(wid)],
                                  args=[wid, version, "," + ",".join(TERMINAL_STATUSES) + ","])
 
 

@@ -51,10 +51,12 @@ class Lua:
         """Message ids on the ready stream, oldest first."""
         return [f[b"id"].decode() for _, f in self.client.xrange(self.part.ready)]
 
-    def commit(self, t: Transition, message_id: str = "", entry_id: str = "", wid: str = "w1") -> Any:
+    def commit(self, t: Transition, message_id: str = "", entry_id: str = "", wid: str = "w1",
+               **options: Any) -> Any:
         p = self.part
-        keys = [self.wf(wid), p.ready, p.delayed, p.delayed_payloads, p.done, p.dirty, p.events(wid)]
-        return self.run("commit", keys, t.to_script_args(message_id, entry_id, CONSUMER_GROUP))
+        keys = [self.wf(wid), p.ready, p.delayed, p.delayed_payloads, p.done, p.dirty, p.events(wid),
+                p.processed(wid), p.expiring]
+        return self.run("commit", keys, t.to_script_args(message_id, entry_id, CONSUMER_GROUP, **options))
 
 
 @pytest.fixture
@@ -96,6 +98,7 @@ def test_commit_with_a_stale_read_set_conflicts_naming_the_field_and_writes_noth
     assert lua.client.hget(lua.wf(), "s:a") == b"old"
     assert lua.pending() == 1  # not acked: the handler re-reads and decides again
     assert lua.client.zscore(lua.part.done, "m1") is None
+    assert lua.client.zscore(lua.part.processed("w1"), "m1") is None
 
 
 def test_commit_writes_bump_versions_and_record_the_message_the_ack_and_the_dirty_mark(lua: Lua) -> None:
@@ -116,7 +119,9 @@ def test_commit_writes_bump_versions_and_record_the_message_the_ack_and_the_dirt
     assert lua.client.zscore(lua.part.delayed, "later") > now_ms(lua) + 4000
     assert json.loads(lua.client.hget(lua.part.delayed_payloads, "later"))["stage_id"] == "b"
     assert lua.client.zscore(lua.part.dirty, "w1") is not None
-    assert lua.client.zscore(lua.part.done, "m1") is not None
+    # Recorded with the workflow (it leaves with it), not in the partition's windowed record.
+    assert lua.client.zscore(lua.part.processed("w1"), "m1") is not None
+    assert lua.client.zscore(lua.part.done, "m1") is None
     assert lua.pending() == 0
     assert [json.loads(f[b"e"])["event_type"] for _, f in lua.client.xrange(lua.part.events("w1"))] \
         == ["stage.started"]
@@ -126,7 +131,61 @@ def test_commit_that_only_acks_bumps_no_version_and_marks_nothing_dirty(lua: Lua
     assert lua.commit(Transition("w1"), "m1") == [1, 0]
     assert lua.client.hget(lua.wf(), "ver") is None
     assert lua.client.zscore(lua.part.dirty, "w1") is None
+    # No workflow hash: the id goes to the windowed record, no per-workflow key is created.
     assert lua.client.zscore(lua.part.done, "m1") is not None
+    assert not lua.client.exists(lua.part.processed("w1"))
+
+
+def test_commit_of_a_message_in_the_workflows_record_is_a_duplicate(lua: Lua) -> None:
+    lua.client.hset(lua.wf(), mapping={"ver": 1})
+    lua.client.zadd(lua.part.processed("w1"), {"m1": 1})
+    entry = lua.delivered()
+    t = Transition("w1")
+    t.writes["f"] = b"x"
+    assert lua.commit(t, "m1", entry) == [0]
+    assert lua.client.hget(lua.wf(), "f") is None and lua.pending() == 0
+
+
+def test_commit_marked_windowed_records_in_the_partition_record_even_with_a_workflow(lua: Lua) -> None:
+    lua.client.hset(lua.wf(), mapping={"ver": 1})
+    assert lua.commit(Transition("w1"), "m1", windowed=True) == [1, 0]
+    assert lua.client.zscore(lua.part.done, "m1") is not None
+    assert not lua.client.exists(lua.part.processed("w1"))
+
+
+def test_commit_caps_the_event_stream_when_asked(lua: Lua) -> None:
+    for i in range(400):
+        t = Transition("w1")
+        t.event("stage.started", "stage", f"s{i}", {})
+        lua.commit(t, f"m{i}", event_cap=100)
+    # MAXLEN ~ trims whole stream nodes: about the cap is kept, never fewer.
+    assert 100 <= lua.client.xlen(lua.part.events("w1")) < 400
+
+
+def test_commit_that_finishes_a_workflow_makes_its_keys_expire_and_one_that_reopens_it_persists_them(
+        lua: Lua) -> None:
+    p = lua.part
+    lua.client.hset(lua.wf(), mapping={"ver": 1})
+    done = Transition("w1")
+    done.writes["st"] = b"SUCCEEDED"
+    done.event("workflow.completed", "workflow", "w1", {})
+    assert lua.commit(done, "m1", finished_ttl_ms=60_000) == [1, 0]
+    for key in (lua.wf(), p.events("w1"), p.processed("w1")):
+        assert 0 < lua.client.pttl(key) <= 60_000, key
+    assert lua.client.zscore(p.expiring, "w1") > now_ms(lua)
+    again = Transition("w1")
+    again.writes["st"] = b"RUNNING"
+    assert lua.commit(again, "m2", finished_ttl_ms=60_000) == [1, 0]
+    for key in (lua.wf(), p.events("w1"), p.processed("w1")):
+        assert lua.client.pttl(key) == -1, key
+    assert lua.client.zscore(p.expiring, "w1") is None
+
+
+def test_a_message_recorded_for_an_expiring_workflow_expires_with_it(lua: Lua) -> None:
+    lua.client.hset(lua.wf(), mapping={"ver": 1})
+    lua.client.pexpire(lua.wf(), 60_000)  # finished earlier; its record did not exist yet
+    assert lua.commit(Transition("w1"), "late", finished_ttl_ms=60_000) == [1, 0]
+    assert 0 < lua.client.pttl(lua.part.processed("w1")) <= 60_000
 
 
 def test_commit_releases_a_counters_message_exactly_when_it_reaches_its_stored_threshold(lua: Lua) -> None:
@@ -185,7 +244,8 @@ def test_read_workflow_returns_meta_counters_stages_with_neighbours_and_the_dedu
     lua.client.hset(lua.wf(), mapping={"meta": b"M", "v:meta": 3, "s:a": b"A", "v:s:a": 1, "s:b": b"B",
                                        "v:s:b": 2, "d:a": "b", "u:b": "a", "c:settled": 1, "c:j:b": 1, "t:j:b": 2})
     lua.client.zadd(lua.part.done, {"m1": 1})
-    keys = [lua.wf(), lua.part.done]
+    lua.client.zadd(lua.part.processed("w1"), {"m2": 1})
+    keys = [lua.wf(), lua.part.done, lua.part.processed("w1")]
     down = lua.run("read_workflow", keys, ["m1", "down", "a", "c:j: t:j:", "c:settled", "t:settled"])
     # b's join needs 2 completions: a completion only counts toward it, so its record stays unread
     assert down == [1, b"M", b"3", 2, b"1", None, b"a", b"A", b"1", None, None, b"b", None, None, b"1", b"2"]
@@ -230,11 +290,17 @@ def test_promote_delayed_moves_due_messages_reports_the_next_due_time_and_trims_
     lua.client.zadd(p.delayed, {"due": now - 10, "later": now + 60_000})
     lua.client.hset(p.delayed_payloads, mapping={"due": b"D", "later": b"L"})
     lua.client.zadd(p.done, {"old": now - 10_000, "recent": now})
-    keys = [p.delayed, p.delayed_payloads, p.ready, p.done]
+    lua.client.zadd(p.expiring, {"expired": now - 10, "alive": now + 60_000})
+    lua.client.zadd(p.workflows, {"expired": 1, "alive": 2})
+    lua.client.zadd(p.dirty, {"expired": 1})
+    keys = [p.delayed, p.delayed_payloads, p.ready, p.done, p.expiring, p.workflows, p.dirty]
     assert lua.run("promote_delayed", keys, [10, 5000]) == [1, now + 60_000]
     assert [(f[b"id"], f[b"m"]) for _, f in lua.client.xrange(p.ready)] == [(b"due", b"D")]
     assert lua.client.hkeys(p.delayed_payloads) == [b"later"]
     assert lua.client.zrange(p.done, 0, -1) == [b"recent"]
+    # A finished workflow whose keys expired leaves the index and the dirty set.
+    assert lua.client.zrange(p.workflows, 0, -1) == [b"alive"] and lua.client.zcard(p.dirty) == 0
+    assert lua.client.zrange(p.expiring, 0, -1) == [b"alive"]
     lua.client.delete(p.delayed)
     assert lua.run("promote_delayed", keys, [10, 5000]) == [0, -1]
 
@@ -257,7 +323,7 @@ def test_reschedule_delays_a_failed_message_until_its_attempts_are_used_then_dea
 
 def test_dead_letter_moves_an_entry_with_its_reason_unless_it_was_already_processed(lua: Lua) -> None:
     p = lua.part
-    keys = [p.ready, p.dead, p.done]
+    keys = [p.ready, p.dead, p.done, p.processed("w1")]
     entry = lua.delivered(msg_id="m1")
     assert lua.run("dead_letter", keys, [entry, CONSUMER_GROUP, "m1", b"P", "no_handler", 1, "why", "1"]) == 1
     [(_, dead)] = lua.client.xrange(p.dead)
@@ -266,6 +332,10 @@ def test_dead_letter_moves_an_entry_with_its_reason_unless_it_was_already_proces
     lua.client.zadd(p.done, {"m2": 1})
     dup = lua.delivered(msg_id="m2")
     assert lua.run("dead_letter", keys, [dup, CONSUMER_GROUP, "m2", b"P", "unknown_target", 1, "", "1"]) == 0
+    assert lua.client.xlen(p.dead) == 1 and lua.pending() == 0
+    lua.client.zadd(p.processed("w1"), {"m3": 1})  # processed, recorded with its workflow
+    dup = lua.delivered(msg_id="m3")
+    assert lua.run("dead_letter", keys, [dup, CONSUMER_GROUP, "m3", b"P", "unknown_target", 1, "", "1"]) == 0
     assert lua.client.xlen(p.dead) == 1 and lua.pending() == 0
 
 
@@ -295,7 +365,8 @@ def test_hand_back_moves_a_delivered_entry_to_the_tail_for_another_consumer(lua:
 
 def test_evict_keeps_a_workflow_for_each_documented_reason_and_removes_it_when_all_hold(lua: Lua) -> None:
     p = lua.part
-    keys = [lua.wf(), p.events("w1"), p.workflows, p.dirty]
+    keys = [lua.wf(), p.events("w1"), p.workflows, p.dirty, p.processed("w1")]
+    lua.client.zadd(p.processed("w1"), {"m1": 1})
 
     def evict(version: int = 4) -> Any:
         return lua.run("evict", keys, ["w1", version, ",SUCCEEDED,TERMINAL,"])
@@ -319,7 +390,7 @@ def test_evict_keeps_a_workflow_for_each_documented_reason_and_removes_it_when_a
     lua.client.hset(lua.wf(), "ckpt_ev", lua.client.xrevrange(p.events("w1"), count=1)[0][0])
     lua.client.zadd(p.workflows, {"w1": 1})
     assert evict() == [1]
-    assert lua.client.exists(lua.wf(), p.events("w1")) == 0
+    assert lua.client.exists(lua.wf(), p.events("w1"), p.processed("w1")) == 0
     assert lua.client.zscore(p.workflows, "w1") is None
 
 
@@ -355,9 +426,16 @@ def test_checkpoint_ack_answers_each_documented_code_and_records_the_batch(lua: 
     lua.client.hset(p.quarantine, "saved", "{}")
     rows = [("saved", 3, "", "0", ""), ("moved", 3, "", "0", ""), ("gone", 1, "", "0", ""),
             ("q", 2, "", "0", '{"reason":"x"}'), ("qmoved", 4, "", "0", '{"reason":"y"}'), ("ahead", 2, "", "0", "")]
-    keys = [p.dirty, p.checkpoint_info, p.quarantine, *[lua.wf(r[0]) for r in rows]]
+    first = lua.client.xadd(p.events("saved"), {"e": "1"})
+    archived = lua.client.xadd(p.events("saved"), {"e": "2"})
+    newer = lua.client.xadd(p.events("saved"), {"e": "3"})
+    rows[0] = ("saved", 3, archived.decode(), "0", "")
+    keys = [p.dirty, p.checkpoint_info, p.quarantine, *[lua.wf(r[0]) for r in rows],
+            *[p.events(r[0]) for r in rows]]
     args = [1000, "owner-1", *[v for r in rows for v in r]]
     assert lua.run("checkpoint_ack", keys, args) == [1, 0, -1, 2, 3, -2]
+    # What PostgreSQL holds leaves the stream; what came after the archived entry stays.
+    assert [i for i, _ in lua.client.xrange(p.events("saved"))] == [newer] and first != archived
     assert lua.client.hget(lua.wf("saved"), "ckpt") == b"3" and lua.client.hget(lua.wf("moved"), "ckpt") == b"3"
     assert lua.client.hget(lua.wf("q"), "ckpt") is None
     assert sorted(lua.client.zrange(p.dirty, 0, -1)) == [b"ahead", b"moved", b"qmoved"]

@@ -284,7 +284,7 @@ def test_a_redelivered_duplicate_of_a_processed_message_is_acked_silently_even_w
     wid = healthy(eng)
     eng.processor.process_all(timeout=20)
     backend = eng.queue.backend
-    processed = backend.client.zrange(backend.part(wid).done, 0, 0)[0].decode()
+    processed = backend.client.zrange(backend.part(wid).processed(wid), 0, 0)[0].decode()
     ghost = StartStage(execution_id=wid, stage_id="ghost-stage", message_id=processed)
     forge(eng, home(eng, wid), {"id": processed, "m": ghost.encode()})
 

@@ -141,7 +141,7 @@ def test_a_stale_message_of_the_old_run_is_discarded(target: Target) -> None:
     stale_id = new_message_id()
     eng.queue.push(CompleteTask(execution_id=wf.id, stage_id=stage.id, task_id=stage.tasks[0].id,
                                 status=WorkflowStatus.TERMINAL, attempt_token=old_run, message_id=stale_id))
-    wait_until(lambda: eng.processor.process_one() is not None and eng.store.is_message_processed(stale_id),
+    wait_until(lambda: eng.processor.process_one() is not None and eng.store.is_message_processed(stale_id, wf.id),
                10, "the stale CompleteTask to be handled")
     assert stage_named(eng.store.retrieve(wf.id), "g").status == WorkflowStatus.RUNNING
     release.set()

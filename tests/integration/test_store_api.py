@@ -281,9 +281,9 @@ def _count_commits(eng: Engine) -> list[Transition]:
     seen: list[Transition] = []
     real = eng.store.backend.commit
 
-    def counting(t: Transition, message: Message | None, delivery: Any) -> str:
+    def counting(t: Transition, message: Message | None, delivery: Any, **options: Any) -> str:
         seen.append(t)
-        return real(t, message, delivery)
+        return real(t, message, delivery, **options)
 
     eng.store.backend.commit = counting  # type: ignore[method-assign]
     return seen

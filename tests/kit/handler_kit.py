@@ -245,8 +245,10 @@ class KitBackend:
         return Snapshot(workflow_id, meta, as_int(h.get(version_field(META_FIELD))) or 0, stages, counts,
                         processed, limits)
 
-    def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None) -> str:
-        """Apply ``transition`` with ``lua/commit.lua``'s semantics; record it as a Plan."""
+    def commit(self, transition: Transition, message: Message | None, delivery: Delivery | None, *,
+               windowed: bool = False) -> str:
+        """Apply ``transition`` with ``lua/commit.lua``'s semantics; record it as a Plan. (One
+        dedup set stands for both records: ``windowed`` only says which one Redis would use.)"""
         argv = transition.to_script_args(message.message_id or "" if message is not None else "",
                                          delivery.entry_id if delivery is not None else "", CONSUMER_GROUP)
         while self._before_commit:
@@ -265,7 +267,7 @@ class KitBackend:
         return outcome
 
     def dead_letter(self, delivery: Delivery, reason: str, error: str, *,
-                    unless_processed: bool = False) -> bool:
+                    unless_processed: bool = False, workflow_id: str = "") -> bool:
         """Record a dead letter (``lua/dead_letter.lua``); a processed message with
         ``unless_processed`` is only acked (False)."""
         if unless_processed and delivery.message_id and delivery.message_id in self.done:

@@ -180,6 +180,12 @@ def _without_postgres_the_dirty_marks_are_trimmed(run: Run) -> Workflow:
         assert run.client.wait(wf.id, timeout=60).status == WorkflowStatus.SUCCEEDED
         dirty = run.client.backend.part(wf.id).dirty
         wait_until(lambda: run.server.admin.type(dirty) == b"none", 30, "the dirty mark to be trimmed")
+        # Without PostgreSQL a finished workflow expires (STABILIZE_FINISHED_TTL_S); running
+        # it again takes the expiry off (PERSIST) until it finishes again.
+        run.client.restart(wf.id, "d")
+        wait_until(lambda: len([e for e in run.client.events(wf.id) if e["event_type"] == "workflow.completed"]) == 2,
+                   60, "the restarted workflow to finish again")
+        assert run.server.admin.pttl(run.client.backend.part(wf.id).workflow(wf.id)) > 0
     finally:
         run.stop(worker)
     return wf

@@ -16,7 +16,8 @@ block on the streams instead of polling), ``retry_delay`` (handler retries back 
 checks the dedup record), ``enable_lock_heartbeat``/``lock_heartbeat_interval_seconds``
 (in-flight entries are always heartbeated), ``dlq_check_interval_seconds`` (messages are
 dead-lettered when they fail, not by a sweep), ``retention_sweep_interval_seconds`` /
-``processed_messages_max_age_hours`` (dedup records are trimmed by the engine after a day;
+``processed_messages_max_age_hours`` (a workflow's dedup record leaves with the workflow; the
+windowed record is trimmed after ``MemoryPolicy.dedup_window_s``, and
 ``store.cleanup_old_processed_messages`` shortens that), ``stop_on_error``.
 """
 
