@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from stabilize_redis.backend.batch import is_cluster, pipeline
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, ensure_plain, unpack
@@ -23,6 +24,8 @@ from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import (
     CONSUMER_GROUP,
+    CREATED_AT_FIELD,
+    CURRENT_LAYOUT,
     DEAD_AT_FIELD,
     DEAD_ATTEMPTS_FIELD,
     DEAD_ERROR_FIELD,
@@ -32,13 +35,19 @@ from stabilize_redis.keys import (
     ENTRY_ID_FIELD,
     ENTRY_PAYLOAD_BYTES,
     ENTRY_PAYLOAD_FIELD,
+    KEY_LAYOUTS,
+    LAYOUT_FIELD,
     META_FIELD,
+    PARTITIONS_FIELD,
     STAGE_IDS_FIELD,
+    KeyLayoutError,
     NamespaceKeys,
     PartitionKeys,
+    check_layout,
     counter_field,
     dead_counter,
     join_counter,
+    layout_of,
     stage_field,
     threshold_field,
     version_field,
@@ -86,38 +95,50 @@ def _int(value: bytes | None) -> int:
 class RedisBackend:
     """State and queue operations of one namespace on one Redis (or the embedded default)."""
 
-    def __init__(self, target: Target, partitions: int | None = None) -> None:
+    def __init__(self, target: Target, partitions: int | None = None, key_layout: int | None = None) -> None:
         """Connect and make sure the namespace exists (marker, consumer groups). Redis errors
         propagate (a worker starting before Redis is up retries: ``workers/process.py``); on an
-        existing namespace nothing is written."""
+        existing namespace nothing is written. Keys follow the namespace's recorded layout
+        (``keys.LAYOUT_FIELD``; a new namespace gets ``key_layout`` or ``CURRENT_LAYOUT``);
+        KeyLayoutError when ``key_layout`` is given and the namespace has another one."""
         self.target = target
         # redis-py types replies as unions over every decode mode; this client always returns
         # bytes (decode_responses=False), so replies are handled as such.
         self.client: Any = connect_redis(target)
+        self.cluster = is_cluster(self.client)
         self.scripts = Scripts(self.client)
-        self.keys = NamespaceKeys(target.namespace, self._ensure_namespace(partitions))
+        count, layout = self._ensure_namespace(partitions, key_layout)
+        self.keys = NamespaceKeys(target.namespace, count, layout)
         self.ensure_groups()
 
     # -- namespace ---------------------------------------------------------------------------
 
-    def _ensure_namespace(self, partitions: int | None) -> int:
-        """The namespace's partition count, creating its meta hash (the marker) when missing.
-        Reads first and writes only what is missing, so that building a backend on an existing
-        namespace needs no write (it works while Redis refuses writes at ``maxmemory``)."""
-        meta = NamespaceKeys(self.target.namespace, 0).meta
+    def _ensure_namespace(self, partitions: int | None, key_layout: int | None) -> tuple[int, int]:
+        """The namespace's partition count and key layout, creating its meta hash (the marker)
+        when missing. Reads first and writes only what is missing, so that building a backend
+        on an existing namespace needs no write (it works while Redis refuses writes at
+        ``maxmemory``). The layout is written only with the partition count, by the commit
+        that creates the namespace: a namespace whose partitions exist without a layout is
+        layout 1 and stays so."""
+        namespace = self.target.namespace
+        meta = NamespaceKeys(namespace, 0).meta
         wanted = partitions or DEFAULT_PARTITIONS
-        raw, created = self.client.hmget(meta, ["partitions", "created_at"])
+        if key_layout is not None and key_layout not in KEY_LAYOUTS:
+            raise KeyLayoutError(f"key_layout {key_layout} is not one of {KEY_LAYOUTS}")
+        raw, created, layout = self.client.hmget(meta, [PARTITIONS_FIELD, CREATED_AT_FIELD, LAYOUT_FIELD])
         if raw is None or created is None:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hsetnx(meta, "partitions", wanted)
-            pipe.hsetnx(meta, "created_at", int(time.time() * 1000))
-            pipe.hget(meta, "partitions")
-            raw = pipe.execute()[-1]
+            pipe = pipeline(self.client, transaction=True)
+            if raw is None:
+                pipe.hsetnx(meta, LAYOUT_FIELD, key_layout or CURRENT_LAYOUT)
+            pipe.hsetnx(meta, PARTITIONS_FIELD, wanted)
+            pipe.hsetnx(meta, CREATED_AT_FIELD, int(time.time() * 1000))
+            pipe.hmget(meta, [PARTITIONS_FIELD, LAYOUT_FIELD])
+            raw, layout = pipe.execute()[-1]
         stored = int(raw or wanted)
         if partitions is not None and stored != partitions:
             log.warning("namespace %s has %d partitions (fixed at creation); ignoring %d",
-                        self.target.namespace, stored, partitions)
-        return stored
+                        namespace, stored, partitions)
+        return stored, check_layout(namespace, layout_of(namespace, layout), key_layout)
 
     def ensure_groups(self) -> None:
         """Create the consumer group (and stream) of every partition that lacks one. Looks
@@ -125,14 +146,14 @@ class RedisBackend:
         is missing: no write on an existing namespace (``maxmemory``), and the consumer calls
         it again when a read finds a group gone (Redis came back empty)."""
         parts = self.keys.all_partitions()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in parts:
             pipe.xpending(part.ready, CONSUMER_GROUP)
         missing = [part for part, result in zip(parts, pipe.execute(raise_on_error=False), strict=True)
                    if isinstance(result, Exception)]
         if not missing:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in missing:
             pipe.xgroup_create(part.ready, CONSUMER_GROUP, id="0", mkstream=True)
         for result in pipe.execute(raise_on_error=False):
@@ -321,7 +342,7 @@ class RedisBackend:
         covers the writes of the connection that issues it). Returns (submit code, number of
         replicas that acknowledged every write of this connection so far)."""
         keys, args = self._submit_call(workflow_id, fields, messages, mode, events)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         self.scripts.submit(keys=keys, args=args, client=pipe)
         pipe.wait(replicas, timeout_ms)
         code, acked = pipe.execute()
@@ -354,7 +375,7 @@ class RedisBackend:
         return [json.loads(fields[b"e"]) for _, fields in entries]
 
     def workflow_ids(self) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in self.keys.all_partitions():
             pipe.zrange(part.workflows, 0, -1)
         return [wid.decode() for ids in pipe.execute() for wid in ids]
@@ -387,9 +408,18 @@ class RedisBackend:
 
     def fetch(self, consumer: str, count: int, block_ms: int | None,
               partitions: Iterable[int] | None = None) -> list[Delivery]:
-        """New entries for ``consumer`` from the partitions' ready streams (XREADGROUP)."""
+        """New entries for ``consumer`` from the partitions' ready streams (XREADGROUP).
+
+        On a cluster one XREADGROUP may not span slots, and every partition has its own slot:
+        a read of several partitions there is one XREADGROUP per partition in turn, so it may
+        not block (ValueError); a blocking read names one partition (``queue.consumer`` runs
+        one reader per partition on a cluster)."""
         parts = [self.keys.partition(i) for i in partitions] if partitions is not None \
             else self.keys.all_partitions()
+        if self.cluster and len(parts) > 1:
+            if block_ms is not None:
+                raise ValueError("a blocking read on a Redis Cluster names one partition")
+            return [d for p in parts for d in self.fetch(consumer, count, None, [p.index])]
         streams = {p.ready: ">" for p in parts}
         reply = self.client.xreadgroup(CONSUMER_GROUP, consumer, streams, count=count, block=block_ms)
         index = {p.ready.encode(): p.index for p in parts}
@@ -406,7 +436,7 @@ class RedisBackend:
         trip; an entry no longer there is skipped."""
         if not deliveries:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for d in deliveries:
             self.scripts.hand_back(keys=[self.keys.partition(d.partition).ready], args=[CONSUMER_GROUP, d.entry_id],
                                    client=pipe)
@@ -424,7 +454,7 @@ class RedisBackend:
             else self.keys.all_partitions()
         if not parts:
             return None
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in parts:
             self.scripts.promote_delayed(
                 keys=[part.delayed, part.delayed_payloads, part.ready, part.done],
@@ -477,7 +507,7 @@ class RedisBackend:
             by_part.setdefault(d.partition, []).append(d.entry_id)
         if not by_part:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for index, ids in by_part.items():
             pipe.xclaim(self.keys.partition(index).ready, CONSUMER_GROUP, consumer, 0, ids, justid=True)
         # Every partition is tried before an error is raised: one failing keeps no other
@@ -529,7 +559,7 @@ class RedisBackend:
 
     def queue_counts(self) -> dict[str, int]:
         """Totals over partitions: ready (incl. in flight), delayed, in_flight, dead."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         parts = self.keys.all_partitions()
         for part in parts:
             pipe.xlen(part.ready)
@@ -548,7 +578,7 @@ class RedisBackend:
 
     def size(self) -> int:
         """Messages not yet processed: ready (in flight included) plus delayed."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in self.keys.all_partitions():
             pipe.xlen(part.ready)
             pipe.zcard(part.delayed)
@@ -599,7 +629,7 @@ class RedisBackend:
                                             args=[dead_id, payload, message_id])) == 1
 
     def purge_dead(self) -> int:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in self.keys.all_partitions():
             pipe.xlen(part.dead)
             pipe.delete(part.dead)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.graph_reads import read_graph, read_removal
 from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend
 from stabilize_redis.backend.registry import backend_for
@@ -259,7 +260,7 @@ class RedisWorkflowStore:
 
     def is_message_processed(self, message_id: str) -> bool:
         """Whether ``message_id`` is in the dedup record of any partition (one round trip)."""
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for part in self.backend.keys.all_partitions():
             pipe.zscore(part.done, message_id)
         return any(score is not None for score in pipe.execute())
@@ -278,7 +279,7 @@ class RedisWorkflowStore:
         trims them itself after a day; a redelivered message older than its record is then
         handled again, so shortening this is an operator's decision.)"""
         cutoff = now_ms() - int(max_age_hours * 3600 * 1000)
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for part in self.backend.keys.all_partitions():
             pipe.zremrangebyscore(part.done, "-inf", cutoff)
         return sum(int(n) for n in pipe.execute())
@@ -291,7 +292,7 @@ class RedisWorkflowStore:
         wids = self.backend.workflow_ids()
         for start in range(0, len(wids), 500):
             batch = wids[start: start + 500]
-            pipe = client.pipeline(transaction=False)
+            pipe = pipeline(client)
             for wid in batch:
                 pipe.hget(self.backend.part(wid).workflow(wid), META_FIELD)
             for wid, blob in zip(batch, pipe.execute(), strict=True):
