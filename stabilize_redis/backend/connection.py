@@ -184,7 +184,7 @@ def connect_redis(target: Target) -> Any:
     _warn_if_unverified(target.url)
     if target.cluster:
         spec = parse_cluster_url(target.url)
-        options = {"socket_keepalive": True, "retry_on_timeout": True, **spec.options}
+        options = {"socket_keepalive": True, **spec.options}  # timeouts are retried by default
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in spec.nodes], decode_responses=False,
                             **options)
     return redis.Redis.from_url(
