@@ -4,6 +4,8 @@ wrong and never shows the password."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis.cluster import RedisCluster
 
@@ -12,6 +14,7 @@ from stabilize_redis import RedisQueue, RedisWorkflowStore
 from stabilize_redis.backend.connection import Target, connect_redis, parse_cluster_url
 from tests.cluster.nodes import LocalCluster
 from tests.integration.support import make_stage, make_workflow
+from workers.cli import main as cli_main
 
 
 def test_a_cluster_url_names_every_startup_node_and_the_credentials() -> None:
@@ -61,3 +64,14 @@ def test_a_single_startup_node_finds_the_whole_cluster(redis_cluster: LocalClust
     one = f"redis+cluster://127.0.0.1:{redis_cluster.ports[0]}"
     client = connect_redis(Target(one, namespace))
     assert len(client.get_primaries()) == 3
+
+
+def test_the_status_command_reports_a_cluster_namespace(cluster_target: tuple[str, str],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    url, ns = cluster_target
+    stabilize_redis.connect(url, ns).submit(make_workflow(make_stage("a")))
+    capsys.readouterr()
+    assert cli_main(["status", "--url", url, "--namespace", ns]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["key_layout"] == 2 and report["partitions"] == 16 and len(report["rows"]) == 16
+    assert report["totals"]["ready"] == 1
