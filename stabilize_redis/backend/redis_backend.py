@@ -340,9 +340,12 @@ class RedisBackend:
                           mode: str, events: Sequence[str], replicas: int, timeout_ms: int) -> tuple[int, int]:
         """``submit_many``, then ``WAIT replicas timeout_ms`` on the same connection (WAIT
         covers the writes of the connection that issues it). Returns (submit code, number of
-        replicas that acknowledged every write of this connection so far)."""
+        replicas that acknowledged every write of this connection so far). On a cluster both go
+        to the master of the workflow's slot, on one of its connections (WAIT counts that
+        master's replicas)."""
         keys, args = self._submit_call(workflow_id, fields, messages, mode, events)
-        pipe = pipeline(self.client)
+        client = self.client.get_node_from_key(keys[0]).redis_connection if self.cluster else self.client
+        pipe = client.pipeline(transaction=False)
         self.scripts.submit(keys=keys, args=args, client=pipe)
         pipe.wait(replicas, timeout_ms)
         code, acked = pipe.execute()

@@ -99,6 +99,14 @@ class LocalCluster:
         except redis.RedisError:
             return False
 
+    def replicas_in_sync(self) -> bool:
+        """Every live replica's link to its master is up (its first full sync is done)."""
+        try:
+            return all(self.node(p).info("replication").get("master_link_status") == "up"
+                       for p, role in self.roles().items() if role == "slave")
+        except redis.RedisError:
+            return False
+
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.kill()
@@ -109,7 +117,8 @@ class LocalCluster:
 
 def start_cluster(masters: int = 3, replicas: int = 1) -> LocalCluster:
     """Start ``masters * (1 + replicas)`` nodes on free loopback ports, create the cluster and
-    wait (with a deadline) until every node reports ``cluster_state:ok``."""
+    wait (with a deadline) until every node reports ``cluster_state:ok`` and every replica has
+    finished its first sync."""
     cli = shutil.which("redis-cli")
     if cli is None:
         raise RuntimeError("redis-cli is not installed; the cluster tests need it")
@@ -119,13 +128,15 @@ def start_cluster(masters: int = 3, replicas: int = 1) -> LocalCluster:
             port = cluster_port()
             cluster.procs[port] = start_private_redis(port, [
                 "--cluster-enabled", "yes", "--cluster-config-file", f"{cluster.workdir}/nodes-{port}.conf",
-                "--cluster-node-timeout", "2000", "--appendonly", "no", "--save", ""], workdir=cluster.workdir)
+                "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0",
+                "--appendonly", "no", "--save", ""], workdir=cluster.workdir)
         subprocess.run(
             [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in cluster.ports],
              "--cluster-replicas", str(replicas), "--cluster-yes"],
             check=True, capture_output=True, timeout=START_TIMEOUT_S)
         wait_for(cluster.healthy, START_TIMEOUT_S, "cluster_state:ok on every node")
         wait_for(lambda: len(cluster.masters()) == masters, START_TIMEOUT_S, f"{masters} masters")
+        wait_for(cluster.replicas_in_sync, START_TIMEOUT_S, "every replica linked to its master")
         return cluster
     except BaseException:
         cluster.stop()
