@@ -131,6 +131,7 @@ class Consumer:
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stz-handler")
         self._reader: threading.Thread | None = None
         self._partition_readers: list[threading.Thread] = []
+        self._failing_reads: set[int] = set()  # partitions whose reader's last read failed
         self._maintenance: threading.Thread | None = None
         self._delete_consumers = backend.scripts.delete_consumers
         self.outages = {what: OutageLog(log, what) for what in (
@@ -244,14 +245,21 @@ class Consumer:
             try:
                 deliveries = self.backend.fetch(self.name, free, self.block_ms, partitions=[index])
             except Exception as e:  # noqa: BLE001 - a node down, a failover: this reader stays up
-                outage.failed(e, f"partition {index}")
+                with self._lock:
+                    self._failing_reads.add(index)
+                    failing = len(self._failing_reads)
+                outage.failed(e, f"{failing} of {self.backend.keys.partitions} partitions")
                 missing_group = isinstance(e, redis.ResponseError) and str(e).startswith("NOGROUP")
                 if missing_group and not recreated and self._recreate_groups():
                     recreated = True
                     continue
                 self._draining.wait(backoff.next())
                 continue
-            outage.ok()
+            with self._lock:
+                self._failing_reads.discard(index)
+                recovered = not self._failing_reads
+            if recovered:  # "read" is up again once every partition's reader is
+                outage.ok()
             backoff.reset()
             recreated = False
             for delivery in self._keep_what_fits(deliveries):

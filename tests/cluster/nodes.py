@@ -22,6 +22,7 @@ import redis
 from tests.conftest import start_private_redis
 
 START_TIMEOUT_S = 30.0
+NODE_TIMEOUT_MS = 2000  # a master unreachable this long is failed over to its replica
 BUS_OFFSET = 10000  # a cluster node also listens on its port + 10000 (the cluster bus)
 
 
@@ -99,6 +100,22 @@ class LocalCluster:
         except redis.RedisError:
             return False
 
+    def start_node(self, port: int) -> subprocess.Popen[bytes]:
+        """Start (or restart: the node's config file keeps its identity) the node on ``port``."""
+        return start_private_redis(port, [
+            "--cluster-enabled", "yes", "--cluster-config-file", f"{self.workdir}/nodes-{port}.conf",
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--repl-diskless-sync-delay", "0",
+            "--appendonly", "no", "--save", ""], workdir=self.workdir)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the node on ``port`` (its replica takes over after the node timeout)."""
+        self.procs[port].kill()
+        self.procs[port].wait()
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again; it rejoins (as a replica, once its replica took over)."""
+        self.procs[port] = self.start_node(port)
+
     def replicas_in_sync(self) -> bool:
         """Every live replica's link to its master is up (its first full sync is done)."""
         try:
@@ -126,10 +143,7 @@ def start_cluster(masters: int = 3, replicas: int = 1) -> LocalCluster:
     try:
         for _ in range(masters * (1 + replicas)):
             port = cluster_port()
-            cluster.procs[port] = start_private_redis(port, [
-                "--cluster-enabled", "yes", "--cluster-config-file", f"{cluster.workdir}/nodes-{port}.conf",
-                "--cluster-node-timeout", "2000", "--repl-diskless-sync-delay", "0",
-                "--appendonly", "no", "--save", ""], workdir=cluster.workdir)
+            cluster.procs[port] = cluster.start_node(port)
         subprocess.run(
             [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in cluster.ports],
              "--cluster-replicas", str(replicas), "--cluster-yes"],
