@@ -2,7 +2,7 @@
 ``tests.bench.workloads``) on a private ``redis-server`` and on a private cluster of three
 masters (no replicas: the cluster's own replication would only add load on this machine), each
 with the same CLI worker group, rounds alternating between the two; prints one table of wall
-seconds and stages/s (the median round and the range).
+seconds, stages/s (the median round and the range) and the worker group's CPU per stage.
 
     python -m tests.bench.bench_cluster [--workloads W3,W1] [--workers 2] [--rounds 3] [--scale 1]
 
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tests.bench.bench_redis import _run_workload, _warm_up, private_redis, worker_group
+from tests.bench.cpu import SessionCPU
 from tests.bench.workloads import SHAPES, workflow_count
 from tests.cluster.nodes import start_cluster
 
@@ -35,20 +36,28 @@ def private_cluster() -> Iterator[str]:
         cluster.stop()
 
 
+Row = tuple[float, int, int, float]
+"""wall seconds, stages, failed workflows, worker CPU seconds"""
+
+
 def _round(url: str, workloads: list[str], processes: int, concurrency: int, scale: float,
-           timeout: float) -> dict[str, tuple[float, int, int]]:
-    """One worker group on ``url``: per workload (wall s, stages, failed workflows)."""
+           timeout: float) -> dict[str, Row]:
+    """One worker group on ``url``: a Row per workload."""
     import stabilize_redis as api
 
     namespace = f"bench{secrets.token_hex(4)}"
-    out: dict[str, tuple[float, int, int]] = {}
+    out: dict[str, Row] = {}
     with worker_group(url, namespace, processes, concurrency) as (proc, _log):
         client = api.connect(url, namespace)
         _warm_up(client, api, proc)
+        cpu = SessionCPU(proc.pid)
         for name in workloads:
+            cpu.wait_idle()
+            before = cpu.sample()
             wall, _t0, _submit, finals = _run_workload(client, api, name, scale, timeout)
+            spent = cpu.delta(before, cpu.sample()).seconds
             failed = sum(1 for f in finals if f is None or f.status.name != "SUCCEEDED")
-            out[name] = (wall, workflow_count(name, scale) * SHAPES[name].stages, failed)
+            out[name] = (wall, workflow_count(name, scale) * SHAPES[name].stages, failed, spent)
     return out
 
 
@@ -62,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args(argv)
     workloads = [w for w in args.workloads.split(",") if w]
-    results: dict[tuple[str, str], list[tuple[float, int, int]]] = {}
+    results: dict[tuple[str, str], list[Row]] = {}
     started = time.monotonic()
     with private_redis() as single, private_cluster() as cluster:
         for r in range(args.rounds):
@@ -70,21 +79,24 @@ def main(argv: list[str] | None = None) -> int:
                 for name, row in _round(url, workloads, args.workers, args.concurrency, args.scale,
                                         args.timeout).items():
                     results.setdefault((name, label), []).append(row)
-                    print(f"round {r + 1} {label} {name}: {row[1] / row[0]:.0f} stages/s", file=sys.stderr)
+                    print(f"round {r + 1} {label} {name}: {row[1] / row[0]:.0f} stages/s, "
+                          f"{row[3] / row[1] * 1e6:.0f} µs worker CPU/stage", file=sys.stderr)
     print(f"\n{args.workers} worker processes x {args.concurrency} threads, {args.rounds} rounds, "
           f"{time.monotonic() - started:.0f} s in all\n")
-    print("| workload | backend | median wall s | stages/s (median) | stages/s (range) | failed | vs one Redis |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | backend | median wall s | stages/s (median) | stages/s (range) | worker CPU µs/stage "
+          "(median) | failed | vs one Redis |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in workloads:
         base: float | None = None
         for label in ("one Redis", "3-master cluster"):
             rows = results[(name, label)]
-            rates = sorted(stages / wall for wall, stages, _ in rows)
+            rates = sorted(stages / wall for wall, stages, _, _ in rows)
             median = statistics.median(rates)
             base = base or median
-            failed = sum(f for _, _, f in rows)
-            print(f"| {name} | {label} | {statistics.median(w for w, _, _ in rows):.2f} | {median:.0f} | "
-                  f"{rates[0]:.0f}-{rates[-1]:.0f} | {failed} | {median / base:.2f}x |")
+            failed = sum(f for _, _, f, _ in rows)
+            cpu_us = statistics.median(spent / stages * 1e6 for _, stages, _, spent in rows)
+            print(f"| {name} | {label} | {statistics.median(w for w, _, _, _ in rows):.2f} | {median:.0f} | "
+                  f"{rates[0]:.0f}-{rates[-1]:.0f} | {cpu_us:.0f} | {failed} | {median / base:.2f}x |")
     return 0
 
 
