@@ -12,13 +12,13 @@ import redis
 from redis.cluster import key_slot
 
 from stabilize_redis import Task, TaskResult, WorkflowStatus
-from stabilize_redis.backend.connection import resolve
+from stabilize_redis.backend.connection import Target, connect_redis, resolve
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.backend.registry import KEY_LAYOUT_ENV, backend_for
 from stabilize_redis.keys import KeyLayoutError, NamespaceKeys, PartitionKeys
 from tests.integration.support import make_engine, make_stage, make_workflow
 
-Target = tuple[str, str]
+Where = tuple[str, str]
 
 
 class Ok(Task):
@@ -30,7 +30,7 @@ def _keys(url: str, namespace: str) -> list[str]:
     return sorted(k.decode() for k in redis.Redis.from_url(url).scan_iter(match=f"{namespace}:*", count=1000))
 
 
-def _run_chain(target: Target) -> str:
+def _run_chain(target: Where) -> str:
     eng = make_engine(target)
     eng.registry.register("t", Ok())
     wf = eng.run(make_workflow(make_stage("a"), make_stage("b", requires=["a"])))
@@ -39,7 +39,7 @@ def _run_chain(target: Target) -> str:
     return wf.id
 
 
-def test_a_new_namespace_records_layout_2_and_tags_partitions_with_the_namespace(real_target: Target) -> None:
+def test_a_new_namespace_records_layout_2_and_tags_partitions_with_the_namespace(real_target: Where) -> None:
     url, ns = real_target
     wf_id = _run_chain(real_target)
     meta = redis.Redis.from_url(url).hgetall(f"{ns}:{{meta}}")
@@ -50,7 +50,7 @@ def test_a_new_namespace_records_layout_2_and_tags_partitions_with_the_namespace
     assert not [k for k in _keys(url, ns) if k.startswith(f"{ns}:{{p")]
 
 
-def test_a_namespace_created_by_the_old_layout_keeps_working_with_its_old_keys(real_target: Target) -> None:
+def test_a_namespace_created_by_the_old_layout_keeps_working_with_its_old_keys(real_target: Where) -> None:
     url, ns = real_target
     redis.Redis.from_url(url).hset(f"{ns}:{{meta}}", mapping={"partitions": 16, "created_at": int(time.time() * 1000)})
     wf_id = _run_chain(real_target)
@@ -62,7 +62,7 @@ def test_a_namespace_created_by_the_old_layout_keeps_working_with_its_old_keys(r
     assert b"layout" not in redis.Redis.from_url(url).hgetall(f"{ns}:{{meta}}")  # still layout 1
 
 
-def test_asking_for_layout_2_on_a_layout_1_namespace_is_refused(real_target: Target,
+def test_asking_for_layout_2_on_a_layout_1_namespace_is_refused(real_target: Where,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     url, ns = real_target
     redis.Redis.from_url(url).hset(f"{ns}:{{meta}}", mapping={"partitions": 16, "created_at": 1})
@@ -74,7 +74,7 @@ def test_asking_for_layout_2_on_a_layout_1_namespace_is_refused(real_target: Tar
     assert _keys(url, ns) == [f"{ns}:{{meta}}"]  # nothing of either layout was created
 
 
-def test_a_new_namespace_can_be_pinned_to_layout_1_for_older_workers(real_target: Target,
+def test_a_new_namespace_can_be_pinned_to_layout_1_for_older_workers(real_target: Where,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     url, ns = real_target
     monkeypatch.setenv(KEY_LAYOUT_ENV, "1")
@@ -82,7 +82,7 @@ def test_a_new_namespace_can_be_pinned_to_layout_1_for_older_workers(real_target
     assert redis.Redis.from_url(url).hget(f"{ns}:{{meta}}", "layout") == b"1"
 
 
-def test_an_unknown_layout_or_setting_is_refused_naming_it(real_target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unknown_layout_or_setting_is_refused_naming_it(real_target: Where, monkeypatch: pytest.MonkeyPatch) -> None:
     url, ns = real_target
     redis.Redis.from_url(url).hset(f"{ns}:{{meta}}", mapping={"partitions": 16, "created_at": 1, "layout": 7})
     with pytest.raises(KeyLayoutError, match="key layout '7'.*upgrade"):
@@ -100,3 +100,21 @@ def test_layout_2_spreads_namespaces_over_slots_where_layout_1_shares_them() -> 
     assert len({key_slot(p.ready.encode()) for p in keys.all_partitions()}) == 16
     assert {key_slot(k.encode()) for k in (keys.meta, keys.workers, keys.checkpointers, keys.recovery_lease)} \
         == {key_slot(b"{meta}")}
+
+
+def test_a_layout_1_namespace_runs_on_the_cluster_too(cluster_target: Where) -> None:
+    # Layout 1 keeps working on a cluster (each partition is still one slot); it only shares
+    # its slots with partition N of every other layout-1 namespace.
+    url, ns = cluster_target
+    client = connect_redis(Target(url, ns))
+    client.hset(f"{ns}:{{meta}}", mapping={"partitions": 16, "created_at": int(time.time() * 1000)})
+    eng = make_engine(cluster_target)
+    eng.registry.register("t", Ok())
+    assert eng.store.backend.keys.layout == 1
+    wfs = [make_workflow(make_stage("a"), make_stage("b", requires=["a"])) for _ in range(8)]
+    with eng.threaded(concurrency=4):
+        for wf in wfs:
+            eng.client.submit(wf)
+        assert [eng.client.wait(wf.id, timeout=30).status for wf in wfs] == [WorkflowStatus.SUCCEEDED] * len(wfs)
+    home = eng.store.backend.part(wfs[0].id)
+    assert client.exists(f"{ns}:{{p{home.index}}}:wf:{wfs[0].id}")
