@@ -18,7 +18,7 @@ from stabilize_redis.backend import scripts as script_registry
 from stabilize_redis.backend.connection import delete_namespace
 from stabilize_redis.backend.registry import forget_backends
 from tests.cluster.nodes import LocalCluster, start_cluster
-from tests.durability.conftest import pg_dsn, pg_schema  # noqa: F401 - fixtures
+from tests.durability.conftest import pg_dsn, pg_schema, snapshot_store  # noqa: F401 - fixtures
 
 
 @pytest.fixture(scope="session")
