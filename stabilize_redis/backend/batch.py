@@ -6,9 +6,11 @@ batch there records the commands and runs them one by one, in order, through the
 client: each goes to the node owning its slot, following MOVED/ASK and refreshing the slot map
 after a failover, and a script a node does not know (a promoted replica has an empty script
 cache) is loaded on every master and called again when its source is known (``remember``).
-The results come back as a pipeline's do: one per command, a command's error (a ResponseError)
-raised (the first, once every command ran) or returned in place with ``raise_on_error=False``;
-an error that is no command's answer (a connection lost) is raised at once, as a pipeline does.
+The results come back as a pipeline's do: one per command, an error raised (the first, once
+every command ran) or returned in place with ``raise_on_error=False``. Unlike one Redis's
+pipeline, where a lost connection fails the whole batch, a node that cannot be reached fails
+only its own commands (a ConnectionError in their place): the other masters' partitions go on
+(promotion, heartbeats, counts).
 
 Transactions (``transaction=True``) stay redis-py's, which on a cluster runs MULTI/EXEC on the
 node owning the one slot every key must share.
@@ -22,7 +24,7 @@ from typing import Any
 
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 _sources_lock = threading.Lock()
 _sources: dict[str, str] = {}
@@ -88,11 +90,11 @@ class SerialBatch:
                 return e
             self._client.script_load(source)
             return self._retry(name, args, kwargs)
-        except ResponseError as e:  # a pipeline's result in place of the reply
+        except (RedisError, RedisClusterException) as e:  # in place of the reply
             return e
 
     def _retry(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return getattr(self._client, name)(*args, **kwargs)
-        except ResponseError as e:
+        except (RedisError, RedisClusterException) as e:
             return e

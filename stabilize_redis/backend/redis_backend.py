@@ -452,7 +452,8 @@ class RedisBackend:
         delayed message. One round trip; each partition's script runs on its own, so one that
         fails (Redis at ``maxmemory`` refuses the XADD, a damaged key) does not stop the others.
         Its error is stored in ``failures`` by partition index when given, else the first one is
-        raised once every partition was tried. A connection error raises in any case."""
+        raised once every partition was tried. A connection error raises in any case (on a
+        cluster it is the failure of the partitions of the node it concerns only)."""
         parts = [self.keys.partition(i) for i in partitions] if partitions is not None \
             else self.keys.all_partitions()
         if not parts:
@@ -524,9 +525,10 @@ class RedisBackend:
 
         Partitions are independent: one whose commands fail (a missing group, a damaged key)
         is skipped and the others are still reclaimed; after a connection error the rest are
-        left for the next pass. Claimed entries are always returned (they are pending under
-        ``consumer`` now); the first error is raised only when nothing was claimed. At most
-        ``count`` entries in all (the caller's free handler slots)."""
+        left for the next pass (on a cluster, where it concerns one node, the rest are tried).
+        Claimed entries are always returned (they are pending under ``consumer`` now); the
+        first error is raised only when nothing was claimed. At most ``count`` entries in all
+        (the caller's free handler slots)."""
         out: list[Delivery] = []
         first_error: redis.RedisError | None = None
         for part in self.keys.all_partitions():
@@ -536,8 +538,8 @@ class RedisBackend:
                 out += self._reclaim_partition(part, consumer, min_idle_ms, count - len(out))
             except redis.RedisError as e:
                 first_error = first_error or e
-                if not isinstance(e, redis.ResponseError):
-                    break
+                if not isinstance(e, redis.ResponseError) and not self.cluster:
+                    break  # one Redis is gone for every partition; on a cluster only one node is
         if first_error is not None and not out:
             raise first_error
         return out

@@ -273,7 +273,7 @@ class Consumer:
         fails, the surplus is kept (it runs here once a slot frees, as before)."""
         with self._lock:
             free = self.concurrency - len(self._inflight)
-            if not self._partition_readers:
+            if not self.backend.cluster:
                 free = max(1, free)  # the one reader read only with a slot free
             kept, surplus = deliveries[:max(0, free)], deliveries[max(0, free):]
             for delivery in kept:
