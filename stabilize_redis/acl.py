@@ -83,6 +83,13 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 )
 """(command or ``command|subcommand``, why the engine needs it)."""
 
+CLUSTER_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("cluster|slots", "a cluster client asks any node for the slot map (at start, after MOVED)"),
+    ("command", "redis-py's cluster client reads the command table once, to find each command's keys"),
+)
+"""Granted with ``cluster=True``: what redis-py's cluster client needs beyond ``COMMANDS``. In a
+Redis Cluster ACL users are per node: run the rule on every node (``deploy/README.md``)."""
+
 SETINFO = ("client|setinfo", "redis-py names its library on every connection (Redis 7.2+)")
 """Granted with ``setinfo=True``: Redis 7.2 added CLIENT SETINFO (7.0 rejects a rule naming it).
 Refused, redis-py carries on, but every new connection adds to ACL LOG."""
@@ -90,10 +97,11 @@ Refused, redis-py carries on, but every new connection adds to ACL LOG."""
 _USER = re.compile(r"^[A-Za-z0-9_.@-]+$")
 
 
-def command_names(setinfo: bool = False) -> list[str]:
+def command_names(setinfo: bool = False, cluster: bool = False) -> list[str]:
     """The granted commands, as ``ACL SETUSER`` spells them (lower case); ``setinfo``: with
-    ``client|setinfo`` (Redis 7.2 and later)."""
-    return [name for name, _ in COMMANDS] + ([SETINFO[0]] if setinfo else [])
+    ``client|setinfo`` (Redis 7.2 and later); ``cluster``: with ``CLUSTER_COMMANDS``."""
+    return ([name for name, _ in COMMANDS] + ([SETINFO[0]] if setinfo else [])
+            + ([name for name, _ in CLUSTER_COMMANDS] if cluster else []))
 
 
 def key_pattern(namespace: str) -> str:
@@ -106,22 +114,22 @@ def channel_pattern(namespace: str) -> str:
     return "&" + namespace_glob(namespace)
 
 
-def acl_rules(namespace: str, password: str, *, setinfo: bool = False) -> list[str]:
+def acl_rules(namespace: str, password: str, *, setinfo: bool = False, cluster: bool = False) -> list[str]:
     """The ``ACL SETUSER <user>`` arguments for a user of ``namespace`` with ``password``:
     ``reset on >password ~ns:* &ns:* -@all +cmd ...`` (``reset`` first, so re-running the
-    command replaces whatever the user had); ``setinfo`` as in ``command_names``."""
+    command replaces whatever the user had); ``setinfo`` and ``cluster`` as in ``command_names``."""
     if not password or any(c.isspace() for c in password):
         raise ValueError("the ACL password must be non-empty and contain no whitespace")
     if any(c.isspace() for c in namespace):
         raise ValueError(f"namespace {namespace!r} must not contain whitespace")
     return ["reset", "on", f">{password}", key_pattern(namespace), channel_pattern(namespace),
-            "-@all", *(f"+{name}" for name in command_names(setinfo))]
+            "-@all", *(f"+{name}" for name in command_names(setinfo, cluster))]
 
 
 def setuser_command(user: str, namespace: str, password: str = "<password>", *,
-                    setinfo: bool = False) -> str:
+                    setinfo: bool = False, cluster: bool = False) -> str:
     """The ``ACL SETUSER`` line (for redis-cli or an ACL file's ``user`` line, see
     deploy/README.md); ``password`` defaults to a placeholder for documentation."""
     if not _USER.match(user):
         raise ValueError(f"ACL user name {user!r} must be letters, digits, '_', '.', '@' or '-'")
-    return " ".join(["ACL", "SETUSER", user, *acl_rules(namespace, password, setinfo=setinfo)])
+    return " ".join(["ACL", "SETUSER", user, *acl_rules(namespace, password, setinfo=setinfo, cluster=cluster)])

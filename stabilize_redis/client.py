@@ -16,6 +16,7 @@ from stabilize_redis.errors import StageError, WorkflowNotFoundError
 from stabilize_redis.keys import META_FIELD, ref_field, stage_field
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
+from stabilize_redis.outage import Backoff, redis_unavailable
 from stabilize_redis.persistence.redis_store import RedisWorkflowStore, created_event
 from stabilize_redis.queue.messages import (
     AddMultiInstance,
@@ -105,27 +106,49 @@ class Client:
 
     def wait(self, workflow_id: str, timeout: float = 60.0) -> Workflow:
         """Block until the workflow is complete or PAUSED and return it; raises TimeoutError.
-        Wakes on the workflow's event stream rather than polling (on real Redis)."""
+        Wakes on the workflow's event stream rather than polling (on real Redis). While Redis
+        cannot serve (a restart, a cluster failover: ``outage.redis_unavailable``) it retries
+        with capped backoff until ``timeout``, then raises the last such error."""
         deadline = time.monotonic() + timeout
+        backoff = Backoff(initial=0.05, cap=1.0)
+        last: str | None = None
+        while True:
+            try:
+                last, done = self._wait_step(workflow_id, last, deadline, timeout)
+            except Exception as e:
+                remaining = deadline - time.monotonic()
+                if not redis_unavailable(e) or remaining <= 0:
+                    raise
+                time.sleep(min(backoff.next(), remaining))
+                continue
+            backoff.reset()
+            if done is not None:
+                return done
+
+    def _wait_step(self, workflow_id: str, last: str | None, deadline: float,
+                   timeout: float) -> tuple[str | None, Workflow | None]:
+        """One check of ``wait``, then one blocking read of the event stream after ``last``
+        (the newest entry's id, read first when None): (new ``last``, the workflow once done)."""
         events_key = self.backend.part(workflow_id).events(workflow_id)
         embedded = self.backend.target.embedded
-        newest = [] if embedded else self.backend.client.xrevrange(events_key, count=1)
-        last = newest[0][0].decode() if newest else "0-0"
-        while True:
-            summary = self.store.retrieve_execution_summary(workflow_id)
-            if summary.status.is_complete or summary.status == WorkflowStatus.PAUSED:
-                return self.get(workflow_id)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"workflow {workflow_id} still {summary.status.name} after {timeout}s")
-            if embedded:
-                time.sleep(min(0.01, remaining))
-                continue
-            reply = self.backend.client.xread({events_key: last}, count=100,
-                                              block=max(1, int(min(remaining, 1.0) * 1000)))
-            for _, entries in reply or []:
-                if entries:
-                    last = entries[-1][0].decode()
+        if last is None:
+            newest = [] if embedded else self.backend.client.xrevrange(events_key, count=1)
+            last = newest[0][0].decode() if newest else "0-0"
+        summary = self.store.retrieve_execution_summary(workflow_id)
+        if summary.status.is_complete or summary.status == WorkflowStatus.PAUSED:
+            return last, self.get(workflow_id)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"workflow {workflow_id} still {summary.status.name} after {timeout}s")
+        if embedded:
+            time.sleep(min(0.01, remaining))
+            return last, None
+        reply = self.backend.client.xread({events_key: last}, count=100,
+                                          block=max(1, int(min(remaining, 1.0) * 1000)))
+        for _, entries in reply or []:
+            if entries:
+                last = entries[-1][0].decode()
+        return last, None
 
     def cancel(self, workflow_id: str, user: str = "", reason: str = "") -> None:
         self.queue.push(CancelWorkflow(execution_id=workflow_id, user=user, reason=reason))

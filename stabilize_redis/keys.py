@@ -4,8 +4,15 @@ Every Redis key the engine touches is built here and nowhere else.
 
 A namespace (default ``stz``) holds ``P`` partitions, fixed when the namespace is created and
 recorded in the namespace meta hash. A workflow lives in partition ``crc32(workflow_id) % P``.
-Every key of a partition carries the hash tag ``{p<N>}`` so that each Lua script touches keys of
-one cluster slot only. Global keys (namespace meta, worker registry) carry their own tag.
+Every key of a partition carries one hash tag, so that each Lua script touches keys of one
+cluster slot only. Global keys (namespace meta, worker registry) carry their own tag ``{meta}``.
+
+The partition tag depends on the namespace's key layout version, recorded in the meta hash
+(``LAYOUT_FIELD``) when the namespace is created and fixed from then on:
+
+- layout 1 (namespaces created before layouts were recorded; the field is absent): ``{p<N>}``,
+  so partition N of every namespace shares one slot;
+- layout 2 (every new namespace): ``{<namespace>:p<N>}``, so namespaces spread over the slots.
 """
 
 from __future__ import annotations
@@ -16,6 +23,42 @@ from dataclasses import dataclass
 DEFAULT_NAMESPACE = "stz"
 DEFAULT_PARTITIONS = 16
 CONSUMER_GROUP = "workers"
+
+LAYOUT_FIELD = "layout"
+"""Field of the namespace meta hash: the key layout version (absent: layout 1)."""
+PARTITIONS_FIELD = "partitions"
+CREATED_AT_FIELD = "created_at"
+LEGACY_LAYOUT = 1
+CURRENT_LAYOUT = 2
+KEY_LAYOUTS = (LEGACY_LAYOUT, CURRENT_LAYOUT)
+
+
+class KeyLayoutError(RuntimeError):
+    """A namespace's key layout is unknown to this version, or differs from the one asked for:
+    building keys of another layout would put workflows where no other worker looks."""
+
+
+def layout_of(namespace: str, raw: bytes | str | None) -> int:
+    """The layout version of a namespace from its meta hash's ``LAYOUT_FIELD`` value (None:
+    absent, a namespace created before layouts were recorded: layout 1). KeyLayoutError for a
+    value this version does not know."""
+    if raw is None:
+        return LEGACY_LAYOUT
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    if not text.isdigit() or int(text) not in KEY_LAYOUTS:
+        raise KeyLayoutError(f"namespace {namespace!r} has key layout {text!r}; this version knows layouts "
+                             f"{', '.join(map(str, KEY_LAYOUTS))} (upgrade stabilize-redis)")
+    return int(text)
+
+
+def check_layout(namespace: str, stored: int, wanted: int | None) -> int:
+    """``stored``, or KeyLayoutError when ``wanted`` is given and differs."""
+    if wanted is not None and wanted != stored:
+        raise KeyLayoutError(
+            f"namespace {namespace!r} uses key layout {stored}, but layout {wanted} was asked for; a namespace "
+            "keeps the layout it was created with (mixing layouts would put keys where no worker reads): drop "
+            "the key_layout setting or use a new namespace")
+    return stored
 
 
 def partition_of(workflow_id: str, partitions: int) -> int:
@@ -31,14 +74,17 @@ def namespace_glob(namespace: str) -> str:
 
 @dataclass(frozen=True)
 class PartitionKeys:
-    """Keys of one partition; every one shares the partition's hash tag."""
+    """Keys of one partition; every one shares the partition's hash tag (by ``layout``)."""
 
     namespace: str
     index: int
+    layout: int = CURRENT_LAYOUT
 
     @property
     def tag(self) -> str:
-        return f"{self.namespace}:{{p{self.index}}}"
+        if self.layout == LEGACY_LAYOUT:
+            return f"{self.namespace}:{{p{self.index}}}"
+        return f"{self.namespace}:{{{self.namespace}:p{self.index}}}"
 
     @property
     def ready(self) -> str:
@@ -154,14 +200,16 @@ class PartitionKeys:
 
 @dataclass(frozen=True)
 class NamespaceKeys:
-    """Global keys of a namespace and the factory of its partitions' keys."""
+    """Global keys of a namespace and the factory of its partitions' keys (of ``layout``)."""
 
     namespace: str
     partitions: int
+    layout: int = CURRENT_LAYOUT
 
     @property
     def meta(self) -> str:
-        """Hash: partitions, created_at. Its presence marks a live namespace."""
+        """Hash: partitions, created_at, layout (``LAYOUT_FIELD``). Its presence marks a live
+        namespace. The same key in every layout: it is where the layout is read."""
         return f"{self.namespace}:{{meta}}"
 
     @property
@@ -192,13 +240,13 @@ class NamespaceKeys:
         return f"{self.namespace}:{{meta}}:cancel"
 
     def partition(self, index: int) -> PartitionKeys:
-        return PartitionKeys(self.namespace, index)
+        return PartitionKeys(self.namespace, index, self.layout)
 
     def for_workflow(self, workflow_id: str) -> PartitionKeys:
-        return PartitionKeys(self.namespace, partition_of(workflow_id, self.partitions))
+        return PartitionKeys(self.namespace, partition_of(workflow_id, self.partitions), self.layout)
 
     def all_partitions(self) -> list[PartitionKeys]:
-        return [PartitionKeys(self.namespace, i) for i in range(self.partitions)]
+        return [PartitionKeys(self.namespace, i, self.layout) for i in range(self.partitions)]
 
 
 # Fields of a workflow hash. Versions live beside the blobs as ``v:<field>``.

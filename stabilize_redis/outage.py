@@ -19,7 +19,8 @@ the number of attempts. Without it (the checkpointer, ``durability.health``) eve
 its "down" line, however soon after the last one.
 
 ``redis_unavailable`` tells errors that mean "Redis cannot serve right now" (unreachable,
-loading, out of memory, read-only replica, busy script) from errors caused by the command.
+loading, out of memory, read-only replica, busy script, a cluster failover in progress) from
+errors caused by the command.
 """
 
 from __future__ import annotations
@@ -42,8 +43,15 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     redis.exceptions.MasterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
+    # A Redis Cluster in a failover: a slot moved (redis-py follows MOVED/ASK and refreshes its
+    # slot map, but a redirection it gave up on surfaces), no node answers for a slot, or the
+    # startup nodes cannot be reached - the same as one Redis restarting.
+    redis.exceptions.AskError,  # MovedError too
+    redis.exceptions.RedisClusterException,  # SlotNotCoveredError, "cannot be connected", ...
 )
-_UNAVAILABLE_PREFIXES = ("BUSY ", "LOADING", "MISCONF", "NOREPLICAS", "OOM", "READONLY", "MASTERDOWN")
+_UNAVAILABLE_PREFIXES = ("BUSY ", "LOADING", "MISCONF", "NOREPLICAS", "OOM", "READONLY", "MASTERDOWN",
+                         "UNBLOCKED", "CLUSTERDOWN", "TRYAGAIN")
+"""``UNBLOCKED``: a blocked read ended because its master became a replica (a failover)."""
 
 
 def redis_unavailable(error: BaseException) -> bool:
@@ -87,7 +95,8 @@ class OutageLog:
     that of the "down" line. ``quiet_flaps``: see the module docstring."""
 
     def __init__(self, logger: logging.Logger, what: str, *, repeat_s: float = STILL_DOWN_EVERY_S,
-                 expected: tuple[type[BaseException], ...] = (redis.RedisError,),
+                 expected: tuple[type[BaseException], ...] = (redis.RedisError,
+                                                              redis.exceptions.RedisClusterException),
                  clock: Callable[[], float] = time.monotonic, quiet_flaps: bool = True,
                  level: int = logging.WARNING) -> None:
         self.logger = logger

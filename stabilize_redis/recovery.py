@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.decisions.codec import unpack
 from stabilize_redis.durability.recovery import _unreferenced
@@ -103,7 +104,7 @@ class WorkflowRecovery:
             members = [m.decode() for m in client.zrange(part.workflows, start, start + self.batch_size - 1)]
             if not members:
                 return
-            pipe = client.pipeline(transaction=False)
+            pipe = pipeline(client)
             for wid in members:
                 pipe.hmget(part.workflow(wid), [STATUS_FIELD, WORKFLOW_VERSION_FIELD, META_FIELD])
             page: dict[str, int] = {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from stabilize_redis.backend.batch import is_cluster, pipeline
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
 from stabilize_redis.config import MemoryPolicy
@@ -24,6 +25,8 @@ from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import (
     CONSUMER_GROUP,
+    CREATED_AT_FIELD,
+    CURRENT_LAYOUT,
     DEAD_AT_FIELD,
     DEAD_ATTEMPTS_FIELD,
     DEAD_ERROR_FIELD,
@@ -33,13 +36,19 @@ from stabilize_redis.keys import (
     ENTRY_ID_FIELD,
     ENTRY_PAYLOAD_BYTES,
     ENTRY_PAYLOAD_FIELD,
+    KEY_LAYOUTS,
+    LAYOUT_FIELD,
     META_FIELD,
+    PARTITIONS_FIELD,
     STAGE_IDS_FIELD,
+    KeyLayoutError,
     NamespaceKeys,
     PartitionKeys,
+    check_layout,
     counter_field,
     dead_counter,
     join_counter,
+    layout_of,
     stage_field,
     threshold_field,
     version_field,
@@ -85,41 +94,55 @@ def _int(value: bytes | None) -> int:
 class RedisBackend:
     """State and queue operations of one namespace on one Redis (or the embedded default)."""
 
-    def __init__(self, target: Target, partitions: int | None = None, memory: MemoryPolicy | None = None) -> None:
+    def __init__(self, target: Target, partitions: int | None = None, memory: MemoryPolicy | None = None,
+                 key_layout: int | None = None) -> None:
         """Connect and make sure the namespace exists (marker, consumer groups). Redis errors
         propagate (a worker starting before Redis is up retries: ``workers/process.py``); on an
         existing namespace nothing is written. ``memory`` (default: ``MemoryPolicy.from_env()``)
         bounds the dedup window, event streams and finished workflows' lifetime; it may be
-        replaced on the instance (a process with a snapshot store sets the durable policy)."""
+        replaced on the instance (a process with a snapshot store sets the durable policy).
+        Keys follow the namespace's recorded layout (``keys.LAYOUT_FIELD``; a new namespace gets
+        ``key_layout`` or ``CURRENT_LAYOUT``); KeyLayoutError when ``key_layout`` is given and the
+        namespace has another one."""
         self.target = target
         self.memory = memory if memory is not None else MemoryPolicy.from_env()
         # redis-py types replies as unions over every decode mode; this client always returns
         # bytes (decode_responses=False), so replies are handled as such.
         self.client: Any = connect_redis(target)
+        self.cluster = is_cluster(self.client)
         self.scripts = Scripts(self.client)
-        self.keys = NamespaceKeys(target.namespace, self._ensure_namespace(partitions))
+        count, layout = self._ensure_namespace(partitions, key_layout)
+        self.keys = NamespaceKeys(target.namespace, count, layout)
         self.ensure_groups()
 
     # -- namespace ---------------------------------------------------------------------------
 
-    def _ensure_namespace(self, partitions: int | None) -> int:
-        """The namespace's partition count, creating its meta hash (the marker) when missing.
-        Reads first and writes only what is missing, so that building a backend on an existing
-        namespace needs no write (it works while Redis refuses writes at ``maxmemory``)."""
-        meta = NamespaceKeys(self.target.namespace, 0).meta
+    def _ensure_namespace(self, partitions: int | None, key_layout: int | None) -> tuple[int, int]:
+        """The namespace's partition count and key layout, creating its meta hash (the marker)
+        when missing. Reads first and writes only what is missing, so that building a backend
+        on an existing namespace needs no write (it works while Redis refuses writes at
+        ``maxmemory``). The layout is written only with the partition count, by the commit
+        that creates the namespace: a namespace whose partitions exist without a layout is
+        layout 1 and stays so."""
+        namespace = self.target.namespace
+        meta = NamespaceKeys(namespace, 0).meta
         wanted = partitions or DEFAULT_PARTITIONS
-        raw, created = self.client.hmget(meta, ["partitions", "created_at"])
+        if key_layout is not None and key_layout not in KEY_LAYOUTS:
+            raise KeyLayoutError(f"key_layout {key_layout} is not one of {KEY_LAYOUTS}")
+        raw, created, layout = self.client.hmget(meta, [PARTITIONS_FIELD, CREATED_AT_FIELD, LAYOUT_FIELD])
         if raw is None or created is None:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.hsetnx(meta, "partitions", wanted)
-            pipe.hsetnx(meta, "created_at", int(time.time() * 1000))
-            pipe.hget(meta, "partitions")
-            raw = pipe.execute()[-1]
+            pipe = pipeline(self.client, transaction=True)
+            if raw is None:
+                pipe.hsetnx(meta, LAYOUT_FIELD, key_layout or CURRENT_LAYOUT)
+            pipe.hsetnx(meta, PARTITIONS_FIELD, wanted)
+            pipe.hsetnx(meta, CREATED_AT_FIELD, int(time.time() * 1000))
+            pipe.hmget(meta, [PARTITIONS_FIELD, LAYOUT_FIELD])
+            raw, layout = pipe.execute()[-1]
         stored = int(raw or wanted)
         if partitions is not None and stored != partitions:
             log.warning("namespace %s has %d partitions (fixed at creation); ignoring %d",
-                        self.target.namespace, stored, partitions)
-        return stored
+                        namespace, stored, partitions)
+        return stored, check_layout(namespace, layout_of(namespace, layout), key_layout)
 
     def ensure_groups(self) -> None:
         """Create the consumer group (and stream) of every partition that lacks one. Looks
@@ -127,14 +150,14 @@ class RedisBackend:
         is missing: no write on an existing namespace (``maxmemory``), and the consumer calls
         it again when a read finds a group gone (Redis came back empty)."""
         parts = self.keys.all_partitions()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in parts:
             pipe.xpending(part.ready, CONSUMER_GROUP)
         missing = [part for part, result in zip(parts, pipe.execute(raise_on_error=False), strict=True)
                    if isinstance(result, Exception)]
         if not missing:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in missing:
             pipe.xgroup_create(part.ready, CONSUMER_GROUP, id="0", mkstream=True)
         for result in pipe.execute(raise_on_error=False):
@@ -358,9 +381,12 @@ class RedisBackend:
                           mode: str, events: Sequence[str], replicas: int, timeout_ms: int) -> tuple[int, int]:
         """``submit_many``, then ``WAIT replicas timeout_ms`` on the same connection (WAIT
         covers the writes of the connection that issues it). Returns (submit code, number of
-        replicas that acknowledged every write of this connection so far)."""
+        replicas that acknowledged every write of this connection so far). On a cluster both go
+        to the master of the workflow's slot, on one of its connections (WAIT counts that
+        master's replicas)."""
         keys, args = self._submit_call(workflow_id, fields, messages, mode, events)
-        pipe = self.client.pipeline(transaction=False)
+        client = self.client.get_node_from_key(keys[0]).redis_connection if self.cluster else self.client
+        pipe = client.pipeline(transaction=False)
         self.scripts.submit(keys=keys, args=args, client=pipe)
         pipe.wait(replicas, timeout_ms)
         code, acked = pipe.execute()
@@ -402,7 +428,7 @@ class RedisBackend:
         return out
 
     def workflow_ids(self) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in self.keys.all_partitions():
             pipe.zrange(part.workflows, 0, -1)
         return [wid.decode() for ids in pipe.execute() for wid in ids]
@@ -435,9 +461,18 @@ class RedisBackend:
 
     def fetch(self, consumer: str, count: int, block_ms: int | None,
               partitions: Iterable[int] | None = None) -> list[Delivery]:
-        """New entries for ``consumer`` from the partitions' ready streams (XREADGROUP)."""
+        """New entries for ``consumer`` from the partitions' ready streams (XREADGROUP).
+
+        On a cluster one XREADGROUP may not span slots, and every partition has its own slot:
+        a read of several partitions there is one XREADGROUP per partition in turn, so it may
+        not block (ValueError); a blocking read names one partition (``queue.consumer`` runs
+        one reader per partition on a cluster)."""
         parts = [self.keys.partition(i) for i in partitions] if partitions is not None \
             else self.keys.all_partitions()
+        if self.cluster and len(parts) > 1:
+            if block_ms is not None:
+                raise ValueError("a blocking read on a Redis Cluster names one partition")
+            return [d for p in parts for d in self.fetch(consumer, count, None, [p.index])]
         streams = {p.ready: ">" for p in parts}
         reply = self.client.xreadgroup(CONSUMER_GROUP, consumer, streams, count=count, block=block_ms)
         index = {p.ready.encode(): p.index for p in parts}
@@ -454,7 +489,7 @@ class RedisBackend:
         trip; an entry no longer there is skipped."""
         if not deliveries:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for d in deliveries:
             self.scripts.hand_back(keys=[self.keys.partition(d.partition).ready], args=[CONSUMER_GROUP, d.entry_id],
                                    client=pipe)
@@ -467,12 +502,13 @@ class RedisBackend:
         delayed message. One round trip; each partition's script runs on its own, so one that
         fails (Redis at ``maxmemory`` refuses the XADD, a damaged key) does not stop the others.
         Its error is stored in ``failures`` by partition index when given, else the first one is
-        raised once every partition was tried. A connection error raises in any case."""
+        raised once every partition was tried. A connection error raises in any case (on a
+        cluster it is the failure of the partitions of the node it concerns only)."""
         parts = [self.keys.partition(i) for i in partitions] if partitions is not None \
             else self.keys.all_partitions()
         if not parts:
             return None
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in parts:
             self.scripts.promote_delayed(
                 keys=[part.delayed, part.delayed_payloads, part.ready, part.done, part.expiring,
@@ -527,7 +563,7 @@ class RedisBackend:
             by_part.setdefault(d.partition, []).append(d.entry_id)
         if not by_part:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for index, ids in by_part.items():
             pipe.xclaim(self.keys.partition(index).ready, CONSUMER_GROUP, consumer, 0, ids, justid=True)
         # Every partition is tried before an error is raised: one failing keeps no other
@@ -541,9 +577,10 @@ class RedisBackend:
 
         Partitions are independent: one whose commands fail (a missing group, a damaged key)
         is skipped and the others are still reclaimed; after a connection error the rest are
-        left for the next pass. Claimed entries are always returned (they are pending under
-        ``consumer`` now); the first error is raised only when nothing was claimed. At most
-        ``count`` entries in all (the caller's free handler slots)."""
+        left for the next pass (on a cluster, where it concerns one node, the rest are tried).
+        Claimed entries are always returned (they are pending under ``consumer`` now); the
+        first error is raised only when nothing was claimed. At most ``count`` entries in all
+        (the caller's free handler slots)."""
         out: list[Delivery] = []
         first_error: redis.RedisError | None = None
         for part in self.keys.all_partitions():
@@ -553,8 +590,8 @@ class RedisBackend:
                 out += self._reclaim_partition(part, consumer, min_idle_ms, count - len(out))
             except redis.RedisError as e:
                 first_error = first_error or e
-                if not isinstance(e, redis.ResponseError):
-                    break
+                if not isinstance(e, redis.ResponseError) and not self.cluster:
+                    break  # one Redis is gone for every partition; on a cluster only one node is
         if first_error is not None and not out:
             raise first_error
         return out
@@ -579,7 +616,7 @@ class RedisBackend:
 
     def queue_counts(self) -> dict[str, int]:
         """Totals over partitions: ready (incl. in flight), delayed, in_flight, dead."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         parts = self.keys.all_partitions()
         for part in parts:
             pipe.xlen(part.ready)
@@ -598,7 +635,7 @@ class RedisBackend:
 
     def size(self) -> int:
         """Messages not yet processed: ready (in flight included) plus delayed."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in self.keys.all_partitions():
             pipe.xlen(part.ready)
             pipe.zcard(part.delayed)
@@ -649,7 +686,7 @@ class RedisBackend:
                                             args=[dead_id, payload, message_id])) == 1
 
     def purge_dead(self) -> int:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = pipeline(self.client)
         for part in self.keys.all_partitions():
             pipe.xlen(part.dead)
             pipe.delete(part.dead)

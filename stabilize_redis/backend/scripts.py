@@ -15,6 +15,7 @@ from importlib import resources
 import redis
 from redis.commands.core import Script
 
+from stabilize_redis.backend.batch import remember
 from stabilize_redis.keys import lua_names
 
 _INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
@@ -56,6 +57,6 @@ class Scripts:
             raise AttributeError(f"no Lua command {name!r} (lua/{name}.lua is not in SCRIPT_NAMES)")
         script = self._loaded.get(name)
         if script is None:
-            script = self._client.register_script(script_source(name))
+            script = remember(self._client.register_script(script_source(name)))
             self._loaded[name] = script
         return script

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.config import env_float, env_int
 from stabilize_redis.durability.redis_ops import evalsha, execute
@@ -70,7 +71,7 @@ class DirtyCapSettings:
 def live_checkpointers(backend: RedisBackend, grace: float) -> int:
     """How many checkpointers the namespace's census saw in the last ``grace`` seconds (by the
     Redis clock). One round trip; writes nothing."""
-    pipe = backend.client.pipeline(transaction=False)
+    pipe = pipeline(backend.client)
     pipe.time()
     pipe.hvals(backend.keys.checkpointers)
     (secs, micros), seen = pipe.execute()
@@ -152,7 +153,7 @@ class DirtyRepair:
         return sorted(self._walks)
 
     def _look(self, parts: list[int]) -> None:
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for i in parts:
             pipe.get(self.backend.keys.partition(i).dirty_trimmed)
         for i, marker in zip(parts, pipe.execute(), strict=True):

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.durability.epochs import Lives
 from stabilize_redis.durability.quarantine import describe, is_data_error, reason_json
@@ -185,7 +186,7 @@ class DrainPass:
         """Dirty ids of the partitions, oldest first, and the cached lives Redis still knows
         (one round trip)."""
         tokens = self.lives.tokens(parts)
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         if tokens:
             pipe.script_exists(*tokens)
         for i in parts:
@@ -373,7 +374,7 @@ class DrainPass:
 def dirty_ages(backend: RedisBackend) -> list[tuple[int, int, int | None]]:
     """Per partition: (index, dirty count, age in ms of the oldest dirty mark or None), by the
     Redis server clock. One round trip."""
-    pipe = backend.client.pipeline(transaction=False)
+    pipe = pipeline(backend.client)
     pipe.time()
     parts = backend.keys.all_partitions()
     for part in parts:

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import Cursor, sql
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.backend.scripts import script_source
 from stabilize_redis.config import env_float
@@ -114,7 +115,7 @@ class Lives:
         return _text(self.backend.client.script_load(body))
 
     def _redis_state(self, tokens: Sequence[str], partitions: Sequence[int]) -> tuple[set[str], dict[int, int]]:
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         if tokens:
             pipe.script_exists(*tokens)
         for p in partitions:
@@ -127,7 +128,7 @@ class Lives:
     def _raise(self, token: str, epochs: Mapping[int, int]) -> None:
         """Raise Redis's copy of the epochs. Best effort: should the new life already be over
         (NOSCRIPT), PostgreSQL's record still keeps epochs growing."""
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for p, epoch in epochs.items():
             pipe.evalsha(token, 1, self.backend.keys.partition(p).life, epoch)
         pipe.execute(raise_on_error=False)

@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.keys import NamespaceKeys
 
 DATA_ERRORS: tuple[type[BaseException], ...] = (
@@ -88,7 +89,7 @@ def _entry(partition: int, wid: bytes | str, raw: bytes | str) -> QuarantineEntr
 
 def entries(client: Any, keys: NamespaceKeys) -> list[QuarantineEntry]:
     """Every quarantined workflow of the namespace, oldest first (one round trip)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     parts = keys.all_partitions()
     for part in parts:
         pipe.hgetall(part.quarantine)
@@ -100,7 +101,7 @@ def entries(client: Any, keys: NamespaceKeys) -> list[QuarantineEntry]:
 
 def counts(client: Any, keys: NamespaceKeys) -> dict[int, int]:
     """Quarantined workflows per partition (one round trip): what ``status`` shows."""
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for part in keys.all_partitions():
         pipe.hgetall(part.quarantine)  # HGETALL, not HLEN: the namespace ACL grants it already
     return {i: len(found) for i, found in enumerate(pipe.execute())}

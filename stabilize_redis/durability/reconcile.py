@@ -45,6 +45,7 @@ from typing import Any
 
 from psycopg import Cursor, sql
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.durability.epochs import Life, Lives
 from stabilize_redis.durability.redis_ops import evalsha, execute
@@ -209,7 +210,7 @@ class Reconciler:
 
     def _read_redis(self, partition: int, candidates: list[_Candidate]) -> None:
         part = self.backend.keys.partition(partition)
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for c in candidates:
             pipe.hgetall(part.workflow(c.workflow_id))
             pipe.xrange(part.events(c.workflow_id), "-", "+", count=1)

@@ -40,6 +40,7 @@ from typing import Any
 
 from redis.commands.core import Script
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.config import env_float
 from stabilize_redis.durability.recovery_plan import describe, plan_from_hash
@@ -153,7 +154,7 @@ def _quiet_running(backend: RedisBackend, part: PartitionKeys, now_ms: int,
         members = client.zrange(part.workflows, start, start + _PAGE - 1, withscores=True)
         if not members:
             break
-        pipe = client.pipeline(transaction=False)
+        pipe = pipeline(client)
         for member, _ in members:
             pipe.hmget(part.workflow(member.decode()), [STATUS_FIELD, WORKFLOW_VERSION_FIELD, CHECKPOINT_EVENT_FIELD])
         for (member, score), (st, ver, archived) in zip(members, pipe.execute(), strict=True):
@@ -167,7 +168,7 @@ def _quiet_running(backend: RedisBackend, part: PartitionKeys, now_ms: int,
         start += _PAGE
     if not running:
         return 0, {}
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for wid, _, _ in running:
         pipe.xrevrange(part.events(wid), "+", "-", count=1)
     quiet: dict[str, int] = {}

@@ -15,6 +15,8 @@ from typing import Any
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from stabilize_redis.backend.batch import pipeline
+
 
 def evalsha(pipe: Any, script: Script, keys: Sequence[str], args: Sequence[Any]) -> None:
     """Queue one call of ``script`` on ``pipe`` (no existence check)."""
@@ -26,7 +28,7 @@ def execute(client: Any, build: Callable[[Any], None], scripts: Sequence[Script]
     two plus a ``SCRIPT LOAD`` per script when Redis lacks a script. Raises the first error any
     command returned."""
     for attempt in range(2):
-        pipe = client.pipeline(transaction=False)
+        pipe = pipeline(client)
         build(pipe)
         results: list[Any] = pipe.execute(raise_on_error=False)
         if attempt == 0 and any(isinstance(r, NoScriptError) for r in results):

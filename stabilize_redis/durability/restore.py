@@ -27,11 +27,19 @@ from typing import TYPE_CHECKING, Any
 
 from redis.commands.core import Script
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.scripts import Scripts
 from stabilize_redis.durability.marker import namespace_record
 from stabilize_redis.durability.recovery_plan import decode_workflow, recovery_messages
 from stabilize_redis.durability.redis_ops import evalsha, execute
-from stabilize_redis.keys import CONSUMER_GROUP, NamespaceKeys
+from stabilize_redis.keys import (
+    CONSUMER_GROUP,
+    CURRENT_LAYOUT,
+    LAYOUT_FIELD,
+    PARTITIONS_FIELD,
+    NamespaceKeys,
+    layout_of,
+)
 from stabilize_redis.queue.messages import new_message_id
 
 if TYPE_CHECKING:
@@ -118,7 +126,7 @@ def _partitions(client: Any, keys_meta: str, store: SnapshotStore) -> int:
 
 def ensure_groups(client: Any, keys: NamespaceKeys) -> None:
     """Create every partition's ready stream and consumer group (existing ones are kept)."""
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     for part in keys.all_partitions():
         pipe.xgroup_create(part.ready, CONSUMER_GROUP, id="0", mkstream=True)
     for result in pipe.execute(raise_on_error=False):
@@ -133,7 +141,8 @@ def restore_namespace(client: Any, store: SnapshotStore, *, batch_size: int = 20
     started = time.monotonic()
     meta_key = NamespaceKeys(store.namespace, 0).meta
     partitions = _partitions(client, meta_key, store)
-    keys = NamespaceKeys(store.namespace, partitions)
+    layout, new_marker = _layout(client, meta_key, store.namespace)
+    keys = NamespaceKeys(store.namespace, partitions, layout)
     report = RestoreReport(store.namespace, partitions)
     ensure_groups(client, keys)
     script: Script = Scripts(client).restore_workflow
@@ -148,7 +157,7 @@ def restore_namespace(client: Any, store: SnapshotStore, *, batch_size: int = 20
                 report.failed.append((row.id, str(e)))
         if planned:
             _write(client, script, keys, planned, report)
-    _recreate_marker(client, meta_key, partitions, store)
+    _recreate_marker(client, meta_key, partitions, store, layout if new_marker else None)
     report.marker_recreated = True
     report.seconds = time.monotonic() - started
     return report
@@ -201,10 +210,24 @@ def _write(client: Any, script: Script, keys: NamespaceKeys, planned: list[_Plan
                       p.row.version)
 
 
-def _recreate_marker(client: Any, meta_key: str, partitions: int, store: SnapshotStore) -> None:
+def _layout(client: Any, meta_key: str, namespace: str) -> tuple[int, bool]:
+    """The key layout to restore into: the marker's when it still has a partition count (True
+    when there is none: the new marker records the layout), else the current one - the
+    workers that ran before the loss refuse to run on (``durability.marker``), so the restored
+    namespace is read by workers that open it afresh."""
+    partitions, layout = client.hmget(meta_key, [PARTITIONS_FIELD, LAYOUT_FIELD])
+    if partitions is None:
+        return CURRENT_LAYOUT, True
+    return layout_of(namespace, layout), False
+
+
+def _recreate_marker(client: Any, meta_key: str, partitions: int, store: SnapshotStore,
+                     layout: int | None) -> None:
     record = namespace_record(store)
     created = record.created_at_ms if record is not None else int(time.time() * 1000)
     pipe = client.pipeline(transaction=True)
+    if layout is not None:
+        pipe.hsetnx(meta_key, LAYOUT_FIELD, layout)
     pipe.hsetnx(meta_key, "partitions", partitions)
     pipe.hsetnx(meta_key, "created_at", created)
     pipe.hset(meta_key, "restored_at", int(time.time() * 1000))

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.decisions.codec import unpack
 from stabilize_redis.durability.redis_ops import evalsha, execute
@@ -34,7 +35,7 @@ def _evictable(backend: RedisBackend, partition: int, ids: list[str], cutoff_ms:
     """(id, version) of the candidates that look evictable: complete, checkpointed at their
     current version and ended at or before the cutoff."""
     part = backend.keys.partition(partition)
-    pipe = backend.client.pipeline(transaction=False)
+    pipe = pipeline(backend.client)
     for wid in ids:
         pipe.hmget(part.workflow(wid), [STATUS_FIELD, WORKFLOW_VERSION_FIELD, CHECKPOINT_VERSION_FIELD, META_FIELD])
     out: list[tuple[str, int]] = []

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.graph_reads import read_graph, read_removal
 from stabilize_redis.backend.launch import created_event
 from stabilize_redis.backend.redis_backend import CommitOutcome, RedisBackend
@@ -266,7 +267,7 @@ class RedisWorkflowStore:
         ``mark_message_processed`` and store transactions record it - or, given
         ``execution_id``, in that workflow's record, where the engine records every message
         it commits against the workflow (``PartitionKeys.processed``). One round trip."""
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for part in self.backend.keys.all_partitions():
             pipe.zscore(part.done, message_id)
         if execution_id:
@@ -288,7 +289,7 @@ class RedisWorkflowStore:
         engine trims them itself after ``MemoryPolicy.dedup_window_s``; records kept with a
         workflow leave with it and are not touched here.)"""
         cutoff = now_ms() - int(max_age_hours * 3600 * 1000)
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for part in self.backend.keys.all_partitions():
             pipe.zremrangebyscore(part.done, "-inf", cutoff)
         return sum(int(n) for n in pipe.execute())
@@ -301,7 +302,7 @@ class RedisWorkflowStore:
         wids = self.backend.workflow_ids()
         for start in range(0, len(wids), 500):
             batch = wids[start: start + 500]
-            pipe = client.pipeline(transaction=False)
+            pipe = pipeline(client)
             for wid in batch:
                 pipe.hget(self.backend.part(wid).workflow(wid), META_FIELD)
             for wid, blob in zip(batch, pipe.execute(), strict=True):

@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import RedisBackend
 from stabilize_redis.dag.outputs import merge_outputs_in_order
 from stabilize_redis.decisions.codec import StageRecord, meta_from_dict
@@ -72,7 +73,7 @@ class StageLocator:
                 ids = [m.decode() for m in client.zrange(part.workflows, start, start + _PROBE_PAGE - 1)]
                 if not ids:
                     break
-                pipe = client.pipeline(transaction=False)
+                pipe = pipeline(client)
                 for wid in ids:
                     pipe.hexists(part.workflow(wid), field)
                 for wid, found in zip(ids, pipe.execute(), strict=True):

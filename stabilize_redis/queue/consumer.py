@@ -17,6 +17,12 @@ message handling and the cleanup. A handler that fails because Redis cannot serv
 delivery count does not grow - and tries it again with capped exponential backoff until Redis
 answers or the consumer stops (then the entry stays pending and is reclaimed as usual).
 
+On a Redis Cluster one XREADGROUP may not span slots (CROSSSLOT, even for streams on one node)
+and every partition has a slot of its own, so the loop thread there only promotes, and one
+reader thread per partition blocks on that partition's stream; the free handler slots are
+shared, reserved under one lock (what a reader got beyond them is handed back), so the worker
+still never holds more entries than it can run.
+
 Consumer hygiene: on ``stop()`` the consumer deletes itself from every group where it holds no
 pending entry; and every ``IDLE_FACTOR`` visibility timeouts one worker of the namespace (a
 lease) deletes the consumers idle that long that hold nothing (``lua/delete_consumers.lua``:
@@ -37,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import redis
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.keys import CONSUMER_GROUP
 from stabilize_redis.outage import Backoff, OutageLog, describe, redis_unavailable
@@ -123,6 +130,8 @@ class Consumer:
         self._slot_freed = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="stz-handler")
         self._reader: threading.Thread | None = None
+        self._partition_readers: list[threading.Thread] = []
+        self._failing_reads: set[int] = set()  # partitions whose reader's last read failed
         self._maintenance: threading.Thread | None = None
         self._delete_consumers = backend.scripts.delete_consumers
         self.outages = {what: OutageLog(log, what) for what in (
@@ -135,10 +144,16 @@ class Consumer:
     def start(self) -> None:
         self._stop.clear()
         self._draining.clear()
-        self._reader = threading.Thread(target=self._read_loop, name="stz-reader", daemon=True)
+        loop = self._promote_loop if self.backend.cluster else self._read_loop
+        self._reader = threading.Thread(target=loop, name="stz-reader", daemon=True)
         self._maintenance = threading.Thread(target=self._maintenance_loop, name="stz-heartbeat", daemon=True)
+        self._partition_readers = [
+            threading.Thread(target=self._read_partition_loop, args=(i,), name=f"stz-reader-p{i}", daemon=True)
+            for i in range(self.backend.keys.partitions)] if self.backend.cluster else []
         self._reader.start()
         self._maintenance.start()
+        for thread in self._partition_readers:
+            thread.start()
         log.info("consumer %s started: concurrency=%d visibility=%.0fs on %s", self.name,
                  self.concurrency, self.visibility_timeout, self.backend.target.describe())
 
@@ -150,6 +165,9 @@ class Consumer:
         self._draining.set()
         if self._reader is not None:
             self._reader.join(timeout)
+        for thread in self._partition_readers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._partition_readers = []
         with self._slot_freed:
             while self._inflight and (left := deadline - time.monotonic()) > 0:
                 self._slot_freed.wait(left)
@@ -206,24 +224,72 @@ class Consumer:
             for delivery in self._keep_what_fits(deliveries):
                 self._submit(delivery)
 
+    def _promote_loop(self) -> None:
+        """The loop thread on a cluster (the partitions' readers read): promote delayed
+        messages at each due time and every ``_Promotion.EVERY_S``."""
+        while not self._draining.is_set():
+            if self._promotion.due(time.time()):
+                self._promotion.run(time.time())
+            self._draining.wait(max(0.001, self._promotion.wake_at() - time.time()))
+
+    def _read_partition_loop(self, index: int) -> None:
+        """One partition's reader on a cluster: a blocking XREADGROUP of its stream, COUNT the
+        free handler slots, while any is free."""
+        outage = self.outages["read"]
+        backoff = Backoff()
+        recreated = False
+        while not self._draining.is_set():
+            free = self._wait_for_free_slots(0.5)
+            if free == 0:
+                continue
+            try:
+                deliveries = self.backend.fetch(self.name, free, self.block_ms, partitions=[index])
+            except Exception as e:  # noqa: BLE001 - a node down, a failover: this reader stays up
+                with self._lock:
+                    self._failing_reads.add(index)
+                    failing = len(self._failing_reads)
+                outage.failed(e, f"{failing} of {self.backend.keys.partitions} partitions")
+                missing_group = isinstance(e, redis.ResponseError) and str(e).startswith("NOGROUP")
+                if missing_group and not recreated and self._recreate_groups():
+                    recreated = True
+                    continue
+                self._draining.wait(backoff.next())
+                continue
+            with self._lock:
+                self._failing_reads.discard(index)
+                recovered = not self._failing_reads
+            if recovered:  # "read" is up again once every partition's reader is
+                outage.ok()
+            backoff.reset()
+            recreated = False
+            for delivery in self._keep_what_fits(deliveries):
+                self._submit(delivery)
+
     def _keep_what_fits(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """The deliveries this worker has free handler slots for now; the rest are handed back
-        to their streams (another worker, or this one once a slot frees, takes them) - a worker
-        whose threads are all busy must not hold an entry that would free them, such as the
-        CancelRegion of the tasks it runs. If handing back fails, the surplus is kept (it runs
-        here once a slot frees, as before)."""
+        """The deliveries this worker has free handler slots for now, reserved (in flight from
+        here on); the rest are handed back to their streams (another worker, or this one once a
+        slot frees, takes them) - a worker whose threads are all busy must not hold an entry
+        that would free them, such as the CancelRegion of the tasks it runs. If handing back
+        fails, the surplus is kept (it runs here once a slot frees, as before)."""
         with self._lock:
-            free = max(1, self.concurrency - len(self._inflight))
-        if len(deliveries) <= free:
-            return deliveries
-        surplus = deliveries[free:]
+            free = self.concurrency - len(self._inflight)
+            if not self.backend.cluster:
+                free = max(1, free)  # the one reader read only with a slot free
+            kept, surplus = deliveries[:max(0, free)], deliveries[max(0, free):]
+            for delivery in kept:
+                self._inflight[(delivery.partition, delivery.entry_id)] = delivery
+        if not surplus:
+            return kept
         try:
             self.backend.hand_back(surplus)
         except Exception as e:  # noqa: BLE001 - Redis trouble: keep them, as a read of old did
             log.warning("handing back %d entries failed (%s); they run here once a slot frees", len(surplus),
                         describe(e))
+            with self._lock:
+                for delivery in surplus:
+                    self._inflight[(delivery.partition, delivery.entry_id)] = delivery
             return deliveries
-        return deliveries[:free]
+        return kept
 
     def _recreate_groups(self) -> bool:
         """A group is gone (Redis restarted empty, or its stream was deleted): create it again
@@ -364,7 +430,7 @@ class Consumer:
         log.debug("consumer %s removed from %d groups", self.name, deleted)
 
     def _delete(self, min_idle_ms: int, only: str) -> int:
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for part in self.backend.keys.all_partitions():
             self._delete_consumers(keys=[part.ready], args=[CONSUMER_GROUP, min_idle_ms, only], client=pipe)
         return sum(int(n) for n in pipe.execute())

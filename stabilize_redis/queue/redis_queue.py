@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from stabilize_redis.backend.batch import pipeline
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.backend.registry import backend_for
 from stabilize_redis.config import EngineConfig
@@ -260,7 +261,7 @@ class RedisQueue:
         """Delete every queued message of this namespace (ready, in flight, delayed, awaiting
         relay); dead letters stay. Returns how many were queued."""
         before = self.size()
-        pipe = self.backend.client.pipeline(transaction=False)
+        pipe = pipeline(self.backend.client)
         for part in self.backend.keys.all_partitions():
             pipe.delete(part.ready, part.delayed, part.delayed_payloads, part.outbox)
         pipe.execute()

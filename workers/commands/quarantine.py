@@ -34,15 +34,15 @@ def run(args: argparse.Namespace) -> int:
     namespace marker."""
     from stabilize_redis.backend.connection import connect_redis, resolve
     from stabilize_redis.durability import quarantine
-    from stabilize_redis.keys import NamespaceKeys
+    from stabilize_redis.keys import LAYOUT_FIELD, PARTITIONS_FIELD, NamespaceKeys, layout_of
 
     target = resolve(args.url, args.namespace)
     client = connect_redis(target)
-    partitions = client.hget(NamespaceKeys(target.namespace, 0).meta, "partitions")
+    partitions, layout = client.hmget(NamespaceKeys(target.namespace, 0).meta, [PARTITIONS_FIELD, LAYOUT_FIELD])
     if partitions is None:
         print(f"stabilize-redis quarantine: namespace {target.namespace!r} has no data in Redis")
         return EXIT_MARKER_MISSING
-    keys = NamespaceKeys(target.namespace, int(partitions))
+    keys = NamespaceKeys(target.namespace, int(partitions), layout_of(target.namespace, layout))
     if args.action == "list":
         for entry in quarantine.entries(client, keys):
             print(json.dumps(entry.to_dict()))

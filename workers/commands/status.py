@@ -20,6 +20,7 @@ import json
 import time
 from typing import Any
 
+from stabilize_redis.backend.batch import pipeline
 from workers.commands import add_target_arguments
 
 NAME = "status"
@@ -37,14 +38,15 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
 
 
-def partition_rows(client: Any, namespace: str, partitions: int) -> list[dict[str, Any]]:
-    """One row per partition (see the module docstring); two round trips."""
-    from stabilize_redis.keys import CONSUMER_GROUP, NamespaceKeys
+def partition_rows(client: Any, namespace: str, partitions: int, layout: int | None = None) -> list[dict[str, Any]]:
+    """One row per partition (see the module docstring); two round trips. ``layout``: the
+    namespace's key layout (default: the current one)."""
+    from stabilize_redis.keys import CONSUMER_GROUP, CURRENT_LAYOUT, NamespaceKeys
 
-    keys = NamespaceKeys(namespace, partitions)
+    keys = NamespaceKeys(namespace, partitions, layout or CURRENT_LAYOUT)
     secs, micros = client.time()
     now = int(secs) * 1000 + int(micros) // 1000
-    pipe = client.pipeline(transaction=False)
+    pipe = pipeline(client)
     parts = keys.all_partitions()
     for part in parts:
         pipe.xlen(part.ready)
@@ -107,7 +109,7 @@ def _table(report: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Exit code 0, or 3 when the namespace has no marker in Redis (lost, or never created)."""
     from stabilize_redis.backend.connection import connect_redis, resolve
-    from stabilize_redis.keys import NamespaceKeys
+    from stabilize_redis.keys import LAYOUT_FIELD, PARTITIONS_FIELD, NamespaceKeys, layout_of
 
     target = resolve(args.url, args.namespace)
     client = connect_redis(target)
@@ -117,9 +119,10 @@ def run(args: argparse.Namespace) -> int:
                           "hint": "the namespace has no data in Redis: never used, or lost "
                                   "(run `stabilize-redis restore` to reload it from PostgreSQL)"}, indent=2))
         return EXIT_MARKER_MISSING
-    partitions = int(meta.get(b"partitions") or 0)
-    rows = partition_rows(client, target.namespace, partitions)
-    report = {"target": target.describe(), "partitions": partitions,
+    partitions = int(meta.get(PARTITIONS_FIELD.encode()) or 0)
+    layout = layout_of(target.namespace, meta.get(LAYOUT_FIELD.encode()))
+    rows = partition_rows(client, target.namespace, partitions, layout)
+    report = {"target": target.describe(), "partitions": partitions, "key_layout": layout,
               "marker": "restored" if b"restored_at" in meta else "present",
               "totals": totals(rows), "rows": rows}
     print(_table(report) if args.table else json.dumps(report, indent=2))
