@@ -149,6 +149,11 @@ class PartitionKeys:
         versioned; ``decisions.concurrency``), in the partition of ``limit_routing_id``."""
         return f"{self.tag}:limit:{pipeline_config_id}"
 
+    def global_mutex(self, mutex_key: str) -> str:
+        """Hash holding one global mutex (field ``GLOBAL_MUTEX_STATE_FIELD``, versioned;
+        ``decisions.global_mutex``), in the partition of ``global_mutex_routing_id``."""
+        return f"{self.tag}:gmutex:{mutex_key}"
+
     @property
     def inbox(self) -> str:
         """Sorted set of the ids of messages relayed into this partition, scored by relay time
@@ -250,6 +255,7 @@ class NamespaceKeys:
 
 
 # Fields of a workflow hash. Versions live beside the blobs as ``v:<field>``.
+GLOBAL_MUTEX_STATE_FIELD = "lock"  # a global mutex hash's record: JSON {holder, holder_fence, waiters, fence}
 LIMIT_STATE_FIELD = "limit"  # a limit hash's record: JSON {max, holders, waiters}
 
 
@@ -257,6 +263,11 @@ def limit_routing_id(pipeline_config_id: str) -> str:
     """The id messages to a pipeline config's limit carry as their workflow id: it routes them to
     the partition that holds the limit (``PartitionKeys.limit``)."""
     return f"~limit:{pipeline_config_id}"
+
+
+def global_mutex_routing_id(mutex_key: str) -> str:
+    """The id messages to a global mutex carry as their workflow id (``PartitionKeys.global_mutex``)."""
+    return f"~mutex:{mutex_key}"
 
 
 META_FIELD = "meta"

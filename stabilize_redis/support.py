@@ -133,6 +133,7 @@ TASK_LOOPS = Feature("task loops", "task loops (loop_start/loop_end) are not exe
 CONFIG_VERSION = Feature("config_version", "config_version is not stored; put it in the workflow context or trigger")
 MESSAGE_MAX_ATTEMPTS = Feature("per-message max_attempts", "a message's own max_attempts is not honoured: "
                                "EngineConfig.message_max_attempts (STABILIZE_MESSAGE_MAX_ATTEMPTS) bounds every message")
+SCOPE_RULE = Feature("mutex_scope", "mutex_scope is 'workflow' or 'global', and 'global' needs a mutex_key")
 THRESHOLD_RULE = Feature("join_threshold outside N_OF_M", "join_threshold is read only by a JoinType.N_OF_M join")
 SPLIT_RULE = Feature("split_conditions outside OR", "split_conditions are read only by a SplitType.OR split")
 FIRST_TASK_RULE = Feature("stage_start after the first task", "only a stage's first task starts it")
@@ -145,7 +146,7 @@ FEATURES: tuple[Feature, ...] = (
     JUMPS, SYNTHETIC, SYNTHETIC_OWNER, RESTART, SIGNALS, MUTEX, DEFERRED_CHOICE, MILESTONES, CANCEL_REGIONS,
     MULTI_INSTANCE,
     MULTI_MERGE, REDUCERS, CONCURRENCY, SUB_WORKFLOWS, SCHEDULED, CLEANUP, FINALIZERS, TASK_LOOPS,
-    CONFIG_VERSION, MESSAGE_MAX_ATTEMPTS, THRESHOLD_RULE, SPLIT_RULE, FIRST_TASK_RULE, LAST_TASK_RULE,
+    CONFIG_VERSION, MESSAGE_MAX_ATTEMPTS, SCOPE_RULE, THRESHOLD_RULE, SPLIT_RULE, FIRST_TASK_RULE, LAST_TASK_RULE,
     NOT_AN_OUTCOME,
 )
 
@@ -307,6 +308,11 @@ STAGE: dict[str, Entry] = {
     "mutex_key": done("top-level stages of one workflow sharing it never run at the same time; a blocked one "
                       "waits in the mutex's queue and is started by the release (decisions.mutex)",
                       "tests/integration/test_mutex.py::test_racing_starts_cannot_both_take_the_mutex"),
+    "mutex_scope": partly("'workflow' (default): mutex_key excludes within the workflow; 'global': across every "
+                          "workflow of the namespace (decisions.global_mutex)", SCOPE_RULE,
+                          lambda v, slot: v not in ("workflow", "global") or (v == "global" and not slot.owner.mutex_key),
+                          "everywhere", "tests/integration/test_global_mutex.py::"
+                          "test_stages_of_different_workflows_sharing_a_global_mutex_never_overlap"),
     "cancel_region": done("CancelRegion cancels every unfinished stage tagged with it, and their synthetic "
                           "children, in one commit (handlers.cancel_region)",
                           "tests/integration/test_cancel_regions.py::"
@@ -422,6 +428,10 @@ MESSAGE_TYPE_ENTRIES: dict[str, Entry] = {
                                 "tests/integration/test_synthetic_stages.py::test_a_failing_before_stage_prevents_the_parent_tasks_and_its_after_stages"),
     "StartSubWorkflow": done("creates and starts a child workflow once (its id is its parent stage's); sent by "
                              "the commit that suspends a SubWorkflowTask"),
+    "GlobalMutexAcquire": done("asks a global mutex for a stage's run; granted with a new fence or queued"),
+    "GlobalMutexRelease": done("gives a global mutex back (a stale fence changes nothing) or leaves its waiters; "
+                               "the first waiter gets it"),
+    "GlobalMutexGranted": done("the stage records its fence and starts; a grant it no longer waits for goes back"),
     "LimitAcquire": done("asks a pipeline config's concurrency limit for a slot; answered granted, buffered or "
                          "refused"),
     "LimitRelease": done("frees a limited workflow's slot (or place in line); the first waiters take free slots"),
@@ -489,7 +499,11 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "parent_stage_id": done("StartSubWorkflow: the parent stage, told the child's result"),
     "definition": done("StartSubWorkflow: the child as data (models.definition)"),
     "message": done("RelayMessage: the message to forward"),
-    "requester_id": done("LimitAcquire/LimitRelease: the limited workflow"),
+    "requester_id": done("LimitAcquire/LimitRelease and the global mutex messages: the workflow asking"),
+    "requester_stage_id": done("global mutex messages: the stage asking"),
+    "mutex_key": done("global mutex messages: the mutex"),
+    "run": done("global mutex messages: the run of the stage the lock is for"),
+    "fence": done("global mutex messages: the holder's fence (None: a waiter leaving)"),
     "maximum": done("LimitAcquire/LimitDecision: the workflow's max_concurrent_executions"),
     "keep_waiting": done("LimitAcquire: the workflow's keep_waiting_pipelines"),
     "decision": done("LimitDecision: granted, buffered or refused"),

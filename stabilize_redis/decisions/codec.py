@@ -354,6 +354,7 @@ def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
         "milestone": s.milestone_ref_id,
         "milestone_status": s.milestone_status,
         "mutex": s.mutex_key,
+        **({"mscope": s.mutex_scope} if s.mutex_scope != "workflow" else {}),
         "region": s.cancel_region,
         "up": rec.up,
         "down": rec.down,
@@ -394,6 +395,7 @@ def stage_from_dict(d: dict[str, Any], version: int = 0) -> StageRecord:
         milestone_ref_id=d["milestone"],
         milestone_status=d["milestone_status"],
         mutex_key=d["mutex"],
+        mutex_scope=d.get("mscope", "workflow"),
         cancel_region=d["region"],
     )
     stage.version = version

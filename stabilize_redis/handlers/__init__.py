@@ -21,6 +21,11 @@ from stabilize_redis.handlers.control import (
     PauseTaskHandler,
     ResumeStageHandler,
 )
+from stabilize_redis.handlers.global_mutex import (
+    GlobalMutexAcquireHandler,
+    GlobalMutexGrantedHandler,
+    GlobalMutexReleaseHandler,
+)
 from stabilize_redis.handlers.jump_to_stage import JumpToStageHandler
 from stabilize_redis.handlers.relay import RelayHandler
 from stabilize_redis.handlers.restart_stage import RestartStageHandler
@@ -39,7 +44,7 @@ HANDLER_CLASSES: tuple[type[Handler], ...] = (
     CancelStageHandler, PauseTaskHandler, ResumeStageHandler, JumpToStageHandler, RestartStageHandler,
     ContinueParentStageHandler, SignalStageHandler, CancelRegionHandler, AddMultiInstanceHandler,
     StartSubWorkflowHandler, RelayHandler, LimitAcquireHandler, LimitReleaseHandler, LimitDecisionHandler,
-    StartWaitingWorkflowsHandler,
+    StartWaitingWorkflowsHandler, GlobalMutexAcquireHandler, GlobalMutexReleaseHandler, GlobalMutexGrantedHandler,
 )
 
 

@@ -38,6 +38,7 @@ from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms, stage_event_data
 from stabilize_redis.decisions.flow import notify_parent, settle_stage
+from stabilize_redis.decisions.global_mutex import release_held
 from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.mutex import MutexState
 from stabilize_redis.decisions.mutex import release as mutex_release
@@ -173,6 +174,7 @@ def cancel_active(t: Transition, active: list[StageRecord], mutexes: Mapping[str
     # waiters leave their mutexes first, so a holder's mutex goes to a waiter outside the region
     for rec in sorted(active, key=lambda r: mutexes.get(r.stage.mutex_key or "", MutexState("")).holder == r.id):
         mutex_release(t, mutexes.get(rec.stage.mutex_key or ""), rec, kw)
+        release_held(t, rec, kw)
     canceled = {rec.id for rec in active}
     for rec in active:
         parent = rec.stage.parent_stage_id

@@ -38,6 +38,7 @@ from stabilize_redis.decisions.flow import (
     release_after_completion,
     settle_stage,
 )
+from stabilize_redis.decisions.global_mutex import release_held
 from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.multi_merge import is_multi_merge
 from stabilize_redis.decisions.mutex import Guarded, mutex_of
@@ -107,6 +108,7 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
     stage.status = status
     stage.end_time = now_ms()
     mutex_release(t, mutex_of(snap), rec, kw)
+    release_held(t, rec, kw)  # a global mutex goes back to its record
     wake_watchers(t, rec, kw)  # a milestone's end decides its waiting watchers again
     if status.is_complete:  # user hooks run once the ending is committed, never inside a decision
         t.on_commit(lambda: cleanup_tasks(ctx, rec))

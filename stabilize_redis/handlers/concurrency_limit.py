@@ -17,17 +17,17 @@ README says so).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery
+from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms
 from stabilize_redis.decisions.concurrency import BUFFERED, GRANTED, REFUSED, LimitState, limit_id
 from stabilize_redis.decisions.layout import meta_extras
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
-from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.handlers.base import Handler
+from stabilize_redis.handlers.records import RecordHandler
 from stabilize_redis.handlers.start_workflow import start_now
 from stabilize_redis.keys import LIMIT_STATE_FIELD
 from stabilize_redis.models.status import WorkflowStatus
@@ -43,27 +43,19 @@ from stabilize_redis.queue.messages import (
 log = logging.getLogger("stabilize_redis.handlers")
 
 
-class _LimitHandler(Handler):
-    """Read-decide-commit over one limit record."""
+class _LimitHandler(RecordHandler):
+    """Read-decide-commit over one limit record (``handlers.records``)."""
 
     def over_limit(self, message: Message, delivery: Delivery | None, config_id: str,
                    decide: Callable[[LimitState], list[LimitDecision]]) -> str:
-        key = self.backend.part(limit_id(config_id)).limit(config_id)
-        for _ in range(self.config.conflict_retries):
-            raw, version = self.backend.read_record(key, LIMIT_STATE_FIELD)
+        def step(raw: bytes | None) -> tuple[str, Sequence[Message]]:
             state = LimitState.decode(raw)
-            before = state.encode()
             answers = decide(state)
-            t = Transition(limit_id(config_id), record_key=key)
-            t.check(LIMIT_STATE_FIELD, version)
-            if state.encode() != before:
-                t.writes[LIMIT_STATE_FIELD] = state.encode().encode()
-            for answer in answers:
-                t.push(answer)
-            outcome = self.backend.commit(t, message, delivery)
-            if outcome != CommitOutcome.CONFLICT:
-                return outcome
-        raise ConcurrencyError(f"{type(message).__name__} kept conflicting for the limit of {config_id!r}")
+            return state.encode(), answers
+
+        routing = limit_id(config_id)
+        return self.over_record(message, delivery, routing, self.backend.part(routing).limit(config_id),
+                                LIMIT_STATE_FIELD, step)
 
 
 def _answer(workflow_id: str, decision: str, config_id: str, maximum: int, execution_type: str) -> LimitDecision:

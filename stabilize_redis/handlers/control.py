@@ -22,6 +22,7 @@ from stabilize_redis.decisions.common import (
     stage_event_data,
 )
 from stabilize_redis.decisions.flow import notify_parent, settle_stage
+from stabilize_redis.decisions.global_mutex import release_held
 from stabilize_redis.decisions.layout import meta_extras, settlement
 from stabilize_redis.decisions.milestones import wake_watchers
 from stabilize_redis.decisions.mutex import mutex_of
@@ -125,6 +126,7 @@ class CancelStageHandler(Handler):
                 t.publish(self.backend.keys.cancel_channel, task_id)
             t.event("stage.canceled", "stage", sid, stage_event_data(rec, status="CANCELED"))
             mutex_release(t, mutex_of(snap), rec, kw)  # a holder hands its mutex on; a waiter leaves
+            release_held(t, rec, kw)
             wake_watchers(t, rec, kw)  # a canceled milestone has passed its watchers
             if rec.stage.parent_stage_id is None:
                 settle_stage(t, rec, kw)

@@ -45,6 +45,8 @@ from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.claim import claim_ready_stage
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import JUMP_BYPASS, attach, known_stage
+from stabilize_redis.decisions.global_mutex import gate as global_gate
+from stabilize_redis.decisions.global_mutex import is_global
 from stabilize_redis.decisions.milestones import both, milestone_gate, needs_milestone
 from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters, merge_step
 from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gate, tidy
@@ -151,6 +153,8 @@ class StartStageHandler(Handler):
             # the ancestors' outputs come from the upstreams that released the join (N-of-M and
             # discriminator joins start while others still run: their partial outputs stay out)
             done = [u for u in ups if u.stage.status.is_complete and not u.stage.status.is_halt]
+            if is_global(stage) and not global_gate(t, rec, kw):
+                return t  # it waits for its global mutex (asked for in this commit)
             watched = milestone_gate(snap.stages, milestone[0], kw) if needs_milestone(stage) else None
             claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=both(watched, start_gate(snap, kw)))
             if stage.status == WorkflowStatus.RUNNING:

@@ -136,6 +136,39 @@ class StartWaitingWorkflows(Message):
 
 
 @dataclass
+class GlobalMutexAcquire(WorkflowLevel):
+    """Run ``run`` of stage ``requester_stage_id`` of workflow ``requester_id`` asks for the global
+    mutex ``mutex_key`` (``execution_id``: its routing id)."""
+
+    mutex_key: str = ""
+    requester_id: str = ""
+    requester_stage_id: str = ""
+    run: int = 0
+
+
+@dataclass
+class GlobalMutexRelease(WorkflowLevel):
+    """The requester gives the global mutex back (held under ``fence``), or leaves its waiters
+    (``fence`` None)."""
+
+    mutex_key: str = ""
+    requester_id: str = ""
+    requester_stage_id: str = ""
+    run: int = 0
+    fence: int | None = None
+
+
+@dataclass
+class GlobalMutexGranted(WorkflowLevel):
+    """The global mutex ``mutex_key`` is run ``run`` of stage ``stage_id``'s, under ``fence``."""
+
+    stage_id: str = ""
+    mutex_key: str = ""
+    run: int = 0
+    fence: int = 0
+
+
+@dataclass
 class LimitAcquire(WorkflowLevel):
     """``requester_id`` (a limited workflow starting) asks the limit of ``pipeline_config_id``
     (``execution_id``: its routing id) for a slot of ``maximum``."""
@@ -291,6 +324,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         StartStage, CompleteStage, SkipStage, CancelStage, RestartStage, ResumeStage,
         ContinueParentStage, JumpToStage, SignalStage, CancelRegion, AddMultiInstance,
         StartSubWorkflow, RelayMessage, LimitAcquire, LimitRelease, LimitDecision,
+        GlobalMutexAcquire, GlobalMutexRelease, GlobalMutexGranted,
         StartTask, RunTask, CompleteTask, PauseTask,
         InvalidWorkflowId, InvalidStageId, InvalidTaskId, InvalidTaskType,
     )

@@ -81,6 +81,7 @@ class StageExecution:
     milestone_ref_id: str | None = None
     milestone_status: str | None = None
     mutex_key: str | None = None
+    mutex_scope: str = "workflow"
     cancel_region: str | None = None
     output_reducers: dict[str, str] = field(default_factory=dict)
     _execution: weakref.ReferenceType[Workflow] | Workflow | None = field(
