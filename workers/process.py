@@ -21,6 +21,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from stabilize_redis.config import MemoryPolicy
+from stabilize_redis.durability.pg import resolve_dsn
 from stabilize_redis.queue.processor import QueueProcessor
 from stabilize_redis.queue.redis_queue import RedisQueue
 from workers.app import load_registry
@@ -109,6 +111,10 @@ def run_worker(settings: WorkerSettings) -> int:
     if isinstance(opened, int):
         return opened
     queue = opened
+    if resolve_dsn(settings.dsn) is not None:
+        # PostgreSQL keeps the history (this worker's checkpointer, or a standalone one): no
+        # event caps or expiry of finished workflows, from the first commit on (``MemoryPolicy``).
+        queue.backend.memory = MemoryPolicy.from_env(durable=True)
     processor = QueueProcessor(queue, task_registry=registry, concurrency=settings.concurrency,
                                visibility_timeout=settings.visibility_timeout)
     log.info("worker pid %d serving %s with tasks %s", os.getpid(), queue.backend.target.describe(),
