@@ -28,6 +28,7 @@ from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms
 from stabilize_redis.decisions.concurrency import release_message
 from stabilize_redis.decisions.deferred_choice import CHOICE_LOST_TO
+from stabilize_redis.decisions.global_mutex import release_held
 from stabilize_redis.decisions.layout import meta_extras, settlement
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.sub_workflow import done_signal
@@ -129,6 +130,12 @@ class CompleteWorkflowHandler(Handler):
             done = done_signal(wf.context, wid, message.execution_type, status, snap.stages.values())
             if done is not None:  # a child: its parent stage is told, in this commit
                 t.push(done)
+            for rec in snap.stages.values():  # a stage waiting for (or done with) a global mutex lets go
+                if rec.stage.status == _S.NOT_STARTED or rec.stage.status.is_complete:
+                    before = len(t.messages)
+                    release_held(t, rec, kw)
+                    if len(t.messages) > before:
+                        t.write_stage(rec)
             release = release_message(wf, message.execution_type)
             if release is not None:  # a limited workflow: its slot (or place in line) is freed
                 t.push(release)

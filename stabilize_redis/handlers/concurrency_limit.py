@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
-from stabilize_redis.decisions.common import attach, known_workflow, now_ms
+from stabilize_redis.decisions.common import UnknownTarget, attach, known_workflow, now_ms
 from stabilize_redis.decisions.concurrency import BUFFERED, GRANTED, REFUSED, LimitState, limit_id
 from stabilize_redis.decisions.layout import meta_extras
 from stabilize_redis.decisions.snapshot import Snapshot
@@ -138,3 +138,14 @@ class LimitDecisionHandler(Handler):
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid), decide)
+
+    def unknown_target(self, message: Message, delivery: Delivery | None, error: UnknownTarget) -> str:
+        """A slot granted to a workflow that left Redis (expired, evicted, deleted) goes back to
+        the limit instead of the dead letters, so it is not leaked."""
+        assert isinstance(message, LimitDecision)
+        t = Transition(message.execution_id)
+        if message.decision == GRANTED:
+            t.push(LimitRelease(execution_id=limit_id(message.pipeline_config_id),
+                                execution_type=message.execution_type, requester_id=message.execution_id,
+                                pipeline_config_id=message.pipeline_config_id))
+        return self.backend.commit(t, message, delivery)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
-from stabilize_redis.decisions.common import attach, known_stage
+from stabilize_redis.decisions.common import UnknownTarget, attach, known_stage
 from stabilize_redis.decisions.global_mutex import (
     ACQUIRED_EVENT,
     GLOBAL_MUTEX,
@@ -104,3 +104,12 @@ class GlobalMutexGrantedHandler(Handler):
             return t
 
         return self.transact(message, delivery, lambda: self.backend.read(wid, [sid]), decide)
+
+    def unknown_target(self, message: Message, delivery: Delivery | None, error: UnknownTarget) -> str:
+        """A grant to a workflow that left Redis (finished and expired, evicted, deleted) goes
+        back to the lock instead of the dead letters, so the line moves on."""
+        assert isinstance(message, GlobalMutexGranted)
+        t = Transition(message.execution_id)
+        t.push(release_message(message.mutex_key, Requester(message.execution_id, message.stage_id, message.run),
+                               message.fence, message.execution_type))
+        return self.backend.commit(t, message, delivery)

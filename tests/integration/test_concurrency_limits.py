@@ -145,3 +145,15 @@ def test_start_waiting_workflows_with_purge_queue_refuses_the_waiting_ones(targe
     gate.open.add(holder.id)
     eng.processor.process_all(timeout=20)
     assert status(eng, holder) == _S.SUCCEEDED
+
+
+def test_a_slot_granted_to_a_workflow_that_left_redis_goes_back_to_the_limit(target: Target) -> None:
+    eng, gate = engine(target)
+    holder, gone, last = limited("ops", 1), limited("ops", 1), limited("ops", 1)
+    arrive(eng, holder, gone, last)
+    eng.store.delete(gone.id)  # deleted while BUFFERED: the slot it is granted finds nobody
+    gate.open.update({holder.id, last.id})
+    eng.processor.process_all(timeout=20)
+    assert status(eng, last) == _S.SUCCEEDED
+    assert limit_state(eng, "ops") == LimitState(1, [], [])
+    assert eng.queue.dlq_size() == 0

@@ -129,3 +129,15 @@ def test_a_mutex_scope_the_engine_cannot_honour_is_refused_naming_it(target: Tar
     wf = make_workflow(make_stage("deploy", "plain", **fields))
     with pytest.raises(WorkflowValidationError, match=f"stage 'deploy': {error}"):
         eng.client.submit(wf)
+
+
+def test_a_grant_to_a_workflow_that_left_redis_goes_back_to_the_lock(target: Target) -> None:
+    eng, gate = engine(target)
+    holder, gone, last = deploy(), deploy(), deploy()
+    arrive(eng, gate, holder, gone, last)
+    eng.store.delete(gone.id)  # deleted while it waits in line: its grant finds nobody
+    gate.open.update({holder.id, last.id})
+    eng.processor.process_all(timeout=20)
+    assert eng.store.retrieve(last.id).status == _S.SUCCEEDED
+    assert lock(eng).holder is None and lock(eng).waiters == [] and lock(eng).fence == 3
+    assert eng.queue.dlq_size() == 0
