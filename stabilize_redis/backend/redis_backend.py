@@ -311,8 +311,9 @@ class RedisBackend:
                windowed: bool = False) -> str:
         """Apply a transition atomically with the dedup record and ack of ``delivery``. The
         message id is recorded with the workflow (``PartitionKeys.processed``), or in the
-        partition's windowed record when no workflow hash exists or ``windowed`` is set (a mark
-        of the store API, found by ``is_message_processed`` without a workflow id).
+        partition's windowed record when no workflow hash exists, ``windowed`` is set (a mark
+        of the store API) or there is no delivery (a handler called directly): both are found by
+        ``is_message_processed`` without a workflow id.
 
         Raises MisroutedDeliveryError (writing and acking nothing) when ``delivery`` was read
         from a partition other than the workflow's: the ack must name the stream it came from."""
@@ -327,7 +328,9 @@ class RedisBackend:
             message.message_id or "" if message is not None else "",
             delivery.entry_id if delivery is not None else "",
             CONSUMER_GROUP,
-            windowed=windowed,
+            # a message handled outside the queue (a handler called directly, stabilize's way) is
+            # found by ``is_message_processed`` without its workflow id, as stabilize's API finds it
+            windowed=windowed or delivery is None,
             event_cap=self.memory.event_stream_maxlen,
             finished_ttl_ms=int(self.memory.finished_ttl_s * 1000),
         )
