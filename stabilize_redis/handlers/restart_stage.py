@@ -36,6 +36,7 @@ from stabilize_redis.decisions.common import UnknownTarget, known_workflow, stag
 from stabilize_redis.decisions.layout import join_gate, meta_extras
 from stabilize_redis.decisions.reset import activates, recount, reset_children, reset_stage
 from stabilize_redis.decisions.snapshot import Region, Snapshot
+from stabilize_redis.decisions.sub_workflow import cancel_child
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.keys import stage_field
@@ -94,6 +95,7 @@ class RestartStageHandler(Handler):
             previous = stage.status.name
             canceled: list[str] = []
             for rid in snap.scope:
+                cancel_child(t, snap.stages[rid], kw, "its parent stage was restarted")
                 canceled += reset_stage(snap.stages[rid])
                 t.write_stage(snap.stages[rid])
             canceled += reset_children(t, [snap.stages[r] for r in snap.scope], snap.descendants)

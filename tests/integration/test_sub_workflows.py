@@ -185,3 +185,49 @@ def test_an_outbox_entry_that_is_not_a_message_is_dead_lettered_not_forwarded(ta
     (dead,) = eng.queue.list_dlq()
     assert dead["reason"] == "bad_relay"
     assert "StartStage.stage_id: missing or empty" in dead["error"]
+
+
+def test_a_jump_that_resets_a_waiting_stage_cancels_its_child_and_the_next_run_starts_a_new_one(
+        target: Target) -> None:
+    # top -> (jumper, call); call waits on its child (holding), jumper then jumps back to top: the
+    # reset region holds call, whose child is canceled in the jump's commit; call's second run
+    # starts a new child (run 1), which finishes once released.
+    eng, _ = engine(target)
+    Hold.release.clear()
+    holder: dict[str, Any] = {}
+
+    class Jumper(Task):
+        runs = 0
+
+        def execute(self, stage: StageExecution) -> TaskResult:
+            Jumper.runs += 1
+            if Jumper.runs == 1:
+                wf_id, call_id = holder["wf"].id, holder["call"]
+                wait_until(lambda: (eng.processor.process_one(), _child_holds(eng, child_workflow_id(wf_id, call_id, 0)))[1],
+                           20, "the first child to hold")
+                return TaskResult.jump_to("top")
+            return TaskResult.success()
+
+    eng.registry.register("jumper", Jumper)
+    config = child_config({"ref_id": "h", "tasks": [{"implementing_class": "hold"}]})
+    wf = make_workflow(make_stage("top", "emit"), make_stage("jumper", "jumper", ["top"]),
+                       make_stage("call", "subWorkflow", ["top"], context={"_sub_workflow_config": config}))
+    call_id = stage_named(wf, "call").id
+    holder.update(wf=wf, call=call_id)
+    eng.start(wf)
+    first, second = child_workflow_id(wf.id, call_id, 0), child_workflow_id(wf.id, call_id, 1)
+    wait_until(lambda: (eng.processor.process_one(), _child_holds(eng, second))[1], 30, "the second child to hold")
+    assert eng.store.retrieve(first).status == _S.CANCELED
+    Hold.release.set()
+    eng.processor.process_all(timeout=20)
+    done = eng.store.retrieve(wf.id)
+    assert done.status == _S.SUCCEEDED
+    assert stage_named(done, "call").outputs["sub_workflow_id"] == second
+
+
+def _child_holds(eng: Engine, child_id: str) -> bool:
+    try:
+        child = eng.store.retrieve(child_id)
+    except Exception:  # noqa: BLE001 - not created yet
+        return False
+    return stage_named(child, "h").status == _S.RUNNING

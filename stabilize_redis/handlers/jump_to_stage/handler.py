@@ -42,6 +42,7 @@ from stabilize_redis.decisions.common import (
 from stabilize_redis.decisions.flow import settle_stage
 from stabilize_redis.decisions.reset import finish_stage_as, recount, reset_children, reset_stage
 from stabilize_redis.decisions.snapshot import Region, Snapshot
+from stabilize_redis.decisions.sub_workflow import cancel_child
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
@@ -142,6 +143,7 @@ class JumpToStageHandler(Handler):
         reset = set(region.scope) | ({source.id} if region.backward else set())
         canceled: list[str] = []
         for rid in reset:
+            cancel_child(t, stages[rid], kw, "its parent stage was reset by a jump")
             canceled += reset_stage(stages[rid])
             t.write_stage(stages[rid])
         canceled += reset_children(t, [stages[rid] for rid in reset], region.descendants)
