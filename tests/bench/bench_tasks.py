@@ -18,6 +18,17 @@ class NoopBench(Task):
         return TaskResult.success(outputs={"ok": True})
 
 
+EMIT_TASK_NAME = "emit_bench"
+
+
+class EmitBench(Task):
+    """Succeeds with an output key of its own (``out_<ref id>``): a chain of these makes every
+    descendant's inherited outputs grow with its depth (``bench_chains``)."""
+
+    def execute(self, stage: StageExecution) -> TaskResult:
+        return TaskResult.success(outputs={f"out_{stage.ref_id}": stage.ref_id})
+
+
 class LoopBackBench(Task):
     """The LOOP workload's last stage: ``TaskResult.jump_to(LOOP_TARGET)`` until the loop has
     run ``LOOP_PASSES`` times (``workloads.loop_should_jump``), then succeeds like NoopBench."""
@@ -56,3 +67,4 @@ registry = TaskRegistry()
 registry.register(HOLD_TASK_NAME, HoldBench)
 registry.register(TASK_NAME, NoopBench)
 registry.register(LOOP_TASK_NAME, LoopBackBench)
+registry.register(EMIT_TASK_NAME, EmitBench)
