@@ -29,7 +29,7 @@ from typing import Any
 
 from stabilize_redis.keys import limit_routing_id as limit_id
 from stabilize_redis.models.workflow import Workflow
-from stabilize_redis.queue.messages import LimitRelease
+from stabilize_redis.queue.messages import LimitAcquire, LimitRelease
 
 GRANTED, BUFFERED, REFUSED = "granted", "buffered", "refused"
 DECISIONS = (GRANTED, BUFFERED, REFUSED)
@@ -37,6 +37,14 @@ DECISIONS = (GRANTED, BUFFERED, REFUSED)
 
 def is_limited(wf: Workflow) -> bool:
     return bool(wf.is_limit_concurrent and wf.pipeline_config_id and wf.max_concurrent_executions > 0)
+
+
+def acquire_message(wf: Workflow, execution_type: str) -> LimitAcquire:
+    """The LimitAcquire a limited workflow sends its limit (its StartWorkflow; recovery)."""
+    assert wf.pipeline_config_id is not None
+    return LimitAcquire(execution_id=limit_id(wf.pipeline_config_id), execution_type=execution_type,
+                        requester_id=wf.id, pipeline_config_id=wf.pipeline_config_id,
+                        maximum=wf.max_concurrent_executions, keep_waiting=wf.keep_waiting_pipelines)
 
 
 def release_message(wf: Workflow, execution_type: str) -> LimitRelease | None:
@@ -105,5 +113,5 @@ class LimitState:
         return refused
 
 
-__all__ = ["BUFFERED", "DECISIONS", "GRANTED", "REFUSED", "LimitState", "is_limited", "limit_id",
-           "release_message"]
+__all__ = ["BUFFERED", "DECISIONS", "GRANTED", "REFUSED", "LimitState", "acquire_message", "is_limited",
+           "limit_id", "release_message"]

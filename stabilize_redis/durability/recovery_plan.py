@@ -9,6 +9,9 @@ engine's message flow:
 * a canceled, unfinished workflow gets CancelWorkflow (the handler cancels what is left and
   completes it);
 * a NOT_STARTED workflow gets StartWorkflow;
+* a limited workflow (``decisions.concurrency``) that is BUFFERED, RUNNING or PAUSED asks its
+  limit again (LimitAcquire: answered as before where the limit's record knows it, and
+  re-registered where a restore lost the record, so a BUFFERED one never waits on nothing);
 * for a RUNNING (or PAUSED) workflow, stage by stage:
 
   - RUNNING stage with a RUNNING task: RunTask for that task (the handler runs user code only
@@ -52,6 +55,7 @@ from typing import Any
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, meta_from_dict, unpack
 from stabilize_redis.decisions.common import JUMP_BYPASS, PENDING_JUMP
+from stabilize_redis.decisions.concurrency import acquire_message, is_limited
 from stabilize_redis.decisions.flow import activated_downstreams
 from stabilize_redis.decisions.layout import settlement
 from stabilize_redis.decisions.multi_merge import MM_DONE
@@ -131,10 +135,12 @@ def recovery_messages(workflow: Workflow,
                                reason=workflow.cancellation_reason or "", **kw)]
     if status == _S.NOT_STARTED:
         return [StartWorkflow(**kw)]
+    if status == _S.BUFFERED and is_limited(workflow):
+        return [acquire_message(workflow, kw["execution_type"])]
     if status not in (_S.RUNNING, _S.PAUSED):
         return []
     by_id = {s.id: s for s in workflow.stages}
-    out: list[Message] = []
+    out: list[Message] = [acquire_message(workflow, kw["execution_type"])] if is_limited(workflow) else []
     for stage in workflow.stages:
         if _between_runs(stage):
             out.append(StartStage(stage_id=stage.id, **kw))

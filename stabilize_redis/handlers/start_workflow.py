@@ -13,14 +13,14 @@ from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import attach, known_workflow, now_ms
-from stabilize_redis.decisions.concurrency import is_limited, limit_id
+from stabilize_redis.decisions.concurrency import acquire_message, is_limited
 from stabilize_redis.decisions.layout import meta_extras
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
-from stabilize_redis.queue.messages import CancelWorkflow, LimitAcquire, Message, StartStage, StartWorkflow
+from stabilize_redis.queue.messages import CancelWorkflow, Message, StartStage, StartWorkflow
 
 
 def start_now(t: Transition, wf: Workflow, meta: dict[str, Any], meta_version: int, kw: dict[str, Any]) -> None:
@@ -60,11 +60,7 @@ class StartWorkflowHandler(Handler):
                 t.push(CancelWorkflow(user="system", reason="start time expired", **kw))
                 return t
             if is_limited(wf):
-                assert wf.pipeline_config_id is not None
-                t.push(LimitAcquire(execution_id=limit_id(wf.pipeline_config_id),
-                                    execution_type=message.execution_type, requester_id=wid,
-                                    pipeline_config_id=wf.pipeline_config_id,
-                                    maximum=wf.max_concurrent_executions, keep_waiting=wf.keep_waiting_pipelines))
+                t.push(acquire_message(wf, message.execution_type))
                 return t
             start_now(t, wf, meta, snap.meta_version, kw)
             return t

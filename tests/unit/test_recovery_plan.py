@@ -321,3 +321,18 @@ def test_a_stage_waiting_for_its_child_gets_the_childs_start_again() -> None:
                                            "_parent_workflow_id": wf.id, "_parent_stage_id": call.id}
     call.context.update({"_signal_name": "_sub_workflow_done", "_signal_data": {"sub_workflow_id": "child-1"}})
     assert recovery_messages(wf, records) == []  # its result arrived: nothing to resend
+
+
+def test_a_limited_workflow_asks_its_limit_again_so_a_buffered_one_never_waits_on_nothing() -> None:
+    from stabilize_redis.queue.messages import LimitAcquire
+
+    wf, records, st = _stored([_stage("a")])
+    wf.pipeline_config_id, wf.is_limit_concurrent, wf.max_concurrent_executions = "etl", True, 2
+    wf.keep_waiting_pipelines = True
+    wf.status = S.BUFFERED
+    (ask,) = recovery_messages(wf, records)
+    assert isinstance(ask, LimitAcquire)
+    assert (ask.execution_id, ask.requester_id, ask.maximum, ask.keep_waiting) == ("~limit:etl", wf.id, 2, True)
+    wf.status = S.RUNNING  # a holder re-registers too (answered "granted" again where the record knows it)
+    st["a"].status = st["a"].tasks[0].status = S.RUNNING
+    assert _shape(recovery_messages(wf, records)) == ["LimitAcquire", f"RunTask({st['a'].tasks[0].id})"]
