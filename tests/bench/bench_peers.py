@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import shlex
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers", default="celery,rq")
     ap.add_argument("--processes", type=int, default=2, help="worker processes of each peer")
     ap.add_argument("--concurrency", type=int, default=4, help="Celery --concurrency per process")
-    ap.add_argument("--celery-pools", default="threads", help="comma list of prefork, threads, solo")
+    ap.add_argument("--celery-pools", default="solo,threads", help="comma list of prefork, threads, solo")
     ap.add_argument("--rq-worker-classes", default="rq.worker.SimpleWorker", help="comma list")
     ap.add_argument("--redis-server", default="/usr/bin/redis-server")
     args = ap.parse_args(argv)
@@ -315,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.scale,
                     args.timeout,
                 )
+            gc.collect()  # results' __del__ unsubscribes: while the redis-server is still up
         if "rq" in peers:
             from rq import Queue
             from rq.serializers import JSONSerializer
