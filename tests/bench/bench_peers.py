@@ -10,7 +10,7 @@ Mapping of the workloads: a chain is a Celery ``chain`` of immutable signatures 
 ``depends_on`` the head and a tail ``depends_on`` all 50; a single-stage workflow is one task.
 
 Timing: wall is first submit to the last workflow's end as the peer records it (Celery's
-``date_done`` of the last task's result, RQ's job ``ended_at``), minus nothing; the harness sees
+``date_done`` of the last task's result, RQ's job ``ended_at``); the harness sees
 completion by reading those records with one MGET/pipeline every 10 ms, so polling neither
 loads the workers nor sets the figure. CPU per stage: every process of the worker session
 (``cpu.SessionCPU``: the Celery/RQ parents and their pool children) and the redis-server
