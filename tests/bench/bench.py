@@ -1,10 +1,12 @@
-"""Benchmark driver: stabilize-redis vs stabilize 0.33.1 on trivial-task workloads.
+"""Benchmark driver: stabilize-redis vs stabilize 0.33.1, Celery and RQ on trivial-task workloads.
 
 Run from the repository root under our venv::
 
     python -m tests.bench.bench                       # everything, full size
     python -m tests.bench.bench --only stabilize      # stabilize side only
     python -m tests.bench.bench --scale 0.1 --workloads W1,L1 --workers 2
+    python -m tests.bench.bench --only peers          # Celery and RQ only
+    python -m tests.bench.bench --rounds 3            # sides alternate; median and range
 
 Workloads (each stage has one trivial task): W1 50 workflows x 10-stage chain; W2 10 x
 (1 -> 50 parallel -> 1); W3 1000 single-stage workflows; L1 one 100-stage chain; LOOP one
@@ -17,6 +19,14 @@ Wall time is first submit to all workflows terminal; failures are workflows not 
 CPU per stage (µs): ours, the worker processes' user+sys CPU and the private redis-server's
 (``INFO cpu``) over the timed part only; stabilize's, its one process (processor, store and
 this harness's submit and probe; SQLite runs in it, a PostgreSQL server's CPU is not counted).
+Celery and RQ (``bench_peers.py``, their own venv /tmp/peers-venv, a private redis-server) run
+W1, W2, W3 and L1 with the same trivial task: Celery with ``--processes`` workers x
+``--concurrency`` of each ``--celery-pool`` (solo, 1 per process, and threads by default), RQ with ``--processes`` ``rq
+worker`` processes of ``--rq-worker-class`` (SimpleWorker by default: no fork per job; RQ has no
+threads). ``x celery`` / ``x rq`` are each row's stages/s over that peer's fastest row on the
+workload (several pools or worker classes can be given as comma lists).
+With ``--rounds N`` every side runs N times, the order of the sides reversed each round; each
+row is then the median over the rounds (``stages/s min``/``max`` give the range).
 """
 
 from __future__ import annotations
@@ -24,8 +34,10 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +49,10 @@ from tests.bench.workloads import SHAPES, UNSUPPORTED  # noqa: E402
 HERE = Path(__file__).resolve().parent
 STZ_VENV = Path("/tmp/stz-venv")
 STZ_REQUIREMENT = "stabilize[postgres]==0.33.1"
+PEERS_VENV = Path("/tmp/peers-venv")
+# rq 3.0.0 left dependents of a finished job in its ready registry (until the 600 s maintenance
+# pass) when two workers contended on them: chains stalled; 2.12.0 does not.
+PEERS_REQUIREMENTS = ("celery[redis]==5.7.0", "rq==2.12.0")
 
 
 def stabilize_python(given: str | None) -> str:
@@ -51,6 +67,33 @@ def stabilize_python(given: str | None) -> str:
     subprocess.run([sys.executable, "-m", "venv", str(STZ_VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", STZ_REQUIREMENT], check=True)
     return str(python)
+
+
+def peers_python(given: str | None) -> str:
+    """The python of the peers' venv; creates /tmp/peers-venv with pip when missing."""
+    if given:
+        return given
+    python = PEERS_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import celery, rq, sys; sys.exit(not rq.__version__.startswith('2.'))"]
+    if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
+        return str(python)
+    print(f"creating {PEERS_VENV} with {' '.join(PEERS_REQUIREMENTS)} ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS_REQUIREMENTS], check=True)
+    return str(python)
+
+
+def run_peers_side(args: argparse.Namespace, workloads: list[str]) -> list[dict[str, Any]]:
+    chosen = [w for w in workloads if w in ("W1", "W2", "W3", "L1")]
+    if not chosen:
+        return []
+    cmd = [peers_python(args.peers_python), str(HERE / "bench_peers.py"), "--workloads", ",".join(chosen)]
+    cmd += ["--scale", str(args.scale), "--timeout", str(args.timeout), "--peers", args.peers]
+    cmd += ["--processes", str(args.peer_processes), "--concurrency", str(args.concurrency)]
+    cmd += ["--celery-pools", args.celery_pool, "--rq-worker-classes", args.rq_worker_class]
+    cmd += ["--redis-server", args.redis_server]
+    out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()
+    return json.loads(out[-1]) if out else [{"engine": "peers", "error": "bench_peers.py printed nothing"}]
 
 
 def run_stabilize_side(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -94,6 +137,48 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             best = fastest.get((row.get("workload", ""), backend))
             if best and "stages_per_s" in row and best["stages_per_s"] > 0:
                 row[f"x_{backend}"] = row["stages_per_s"] / best["stages_per_s"]
+    for peer in ("celery", "rq"):
+        peers: dict[str, dict[str, Any]] = {}  # the peer's fastest row (pool / worker class) per workload
+        for r in rows:
+            if not (r.get("engine", "").startswith(f"{peer}-") and r.get("stages_per_s")):
+                continue
+            if r["workload"] not in peers or r["stages_per_s"] > peers[r["workload"]]["stages_per_s"]:
+                peers[r["workload"]] = r
+        for row in rows:
+            best = peers.get(row.get("workload", ""))
+            if best and "stages_per_s" in row:
+                row[f"x_{peer}"] = row["stages_per_s"] / best["stages_per_s"]
+
+
+def merge_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (workload, engine, workers): each number the median over the rounds that
+    measured it, ``stages_per_s_min``/``_max`` and ``wall_s_min``/``_max`` the range, failures
+    summed; a row that errored in any round is kept as that error."""
+    if len(rounds) == 1:
+        return rounds[0]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for rows in rounds:
+        for row in rows:
+            key = (str(row.get("workload")), str(row.get("engine")), str(row.get("workers")))
+            groups.setdefault(key, []).append(row)
+    merged = []
+    for found in groups.values():
+        bad = [r for r in found if "error" in r or UNSUPPORTED in r or "stages_per_s" not in r]
+        if bad:
+            merged.append(bad[0])
+            continue
+        row = dict(found[0])
+        for key, value in found[0].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = [r[key] for r in found if isinstance(r.get(key), (int, float))]
+                row[key] = statistics.median(values)
+        row["failures"] = sum(int(r.get("failures") or 0) for r in found)
+        for key in ("stages_per_s", "wall_s"):
+            row[f"{key}_min"] = min(r[key] for r in found)
+            row[f"{key}_max"] = max(r[key] for r in found)
+        row["rounds"] = len(found)
+        merged.append(row)
+    return merged
 
 
 COLUMNS: list[tuple[str, str, str]] = [  # header, key, format
@@ -103,11 +188,15 @@ COLUMNS: list[tuple[str, str, str]] = [  # header, key, format
     ("wall s", "wall_s", ".2f"),
     ("submit s", "submit_s", ".2f"),
     ("stages/s", "stages_per_s", ".1f"),
+    ("stages/s min", "stages_per_s_min", ".1f"),
+    ("stages/s max", "stages_per_s_max", ".1f"),
     ("failures", "failures", "d"),
     ("worker cpu µs/stage", "worker_cpu_us_per_stage", ".0f"),
     ("redis-server cpu µs/stage", "server_cpu_us_per_stage", ".0f"),
     ("x stz-sqlite-fastest", "x_sqlite", ".2f"),
     ("x stz-pg-fastest", "x_pg", ".2f"),
+    ("x celery", "x_celery", ".2f"),
+    ("x rq", "x_rq", ".2f"),
     ("redis calls/stage", "redis_calls_per_stage", ".1f"),
     ("evalsha/stage", "evalsha_per_stage", ".2f"),
     ("worker cmds/stage", "worker_cmds_per_stage", ".1f"),
@@ -181,6 +270,9 @@ def notes(rows: list[dict[str, Any]], workloads: list[str]) -> list[str]:
         "  worker group's session, from each one's CPU clock; stabilize: its single process) / stages,"
     )
     out.append("  timed part only; redis-server cpu µs/stage = INFO cpu used_cpu_user+sys delta / stages")
+    out.append("  Celery / RQ: every process of their worker session (parents and pool children)")
+    out.append("  Celery / RQ wall: first submit to the last task's date_done / ended_at, seen by reading")
+    out.append("  those records every 10 ms; x celery / x rq = the row's stages/s / that peer's fastest")
     out.append("redis calls/stage = INFO commandstats calls (incl. commands run inside Lua scripts) / stages")
     out.append("worker / harness cmds/stage = commands sent by the worker processes / by this benchmark's")
     out.append("  submit+wait client, counted by MONITOR in an untimed --monitor pass with 1 worker process")
@@ -253,7 +345,8 @@ def loop_notes(rows: list[dict[str, Any]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="W1,W2,W3,L1,LOOP")
-    ap.add_argument("--only", choices=("all", "stabilize", "redis"), default="all")
+    ap.add_argument("--only", choices=("all", "stabilize", "redis", "peers"), default="all")
+    ap.add_argument("--rounds", type=int, default=1, help="run every side N times, alternating order")
     ap.add_argument("--scale", type=float, default=1.0, help="multiplier for workflow counts (L1 stays 1)")
     ap.add_argument("--workers", default="1,2", help="worker process counts for stabilize-redis")
     ap.add_argument("--concurrency", type=int, default=4, help="stabilize-redis worker --concurrency")
@@ -262,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stz-modes", default="start,drain", help="start = processor.start(); drain = process_all()"
     )
+    ap.add_argument("--peers-python", default=None, help="python of a venv with celery and rq")
+    ap.add_argument("--peers", default="celery,rq", help="which peers to run")
+    ap.add_argument("--peer-processes", type=int, default=2, help="Celery / RQ worker processes")
+    ap.add_argument("--celery-pool", default="solo,threads", help="prefork, threads, solo (comma list)")
+    ap.add_argument("--rq-worker-class", default="rq.worker.SimpleWorker", help="comma list")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--redis-server", default="/usr/bin/redis-server")
     ap.add_argument("--timeout", type=float, default=600.0, help="per workload, seconds")
@@ -278,11 +376,19 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (e.g. from ``timeout``) unwinds like Ctrl-C, so the private redis-server and the
     # worker group (its own session) are stopped rather than left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-    rows: list[dict[str, Any]] = []
-    if args.only in ("all", "redis"):
-        rows += run_our_side(args, workloads)
-    if args.only in ("all", "stabilize"):
-        rows += run_stabilize_side(args)
+    every_side: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = [
+        ("redis", lambda: run_our_side(args, workloads)),
+        ("stabilize", lambda: run_stabilize_side(args)),
+        ("peers", lambda: run_peers_side(args, workloads)),
+    ]
+    sides = [run for side, run in every_side if args.only in ("all", side)]
+    rounds: list[list[dict[str, Any]]] = []
+    for n in range(max(1, args.rounds)):
+        measured: list[dict[str, Any]] = []
+        for run in sides if n % 2 == 0 else sides[::-1]:
+            measured += run()
+        rounds.append(measured)
+    rows = merge_rounds(rounds)
     rows.sort(key=lambda r: workloads.index(r["workload"]) if r.get("workload") in workloads else 99)
     add_ratios(rows)
     loop_ratios(rows)
