@@ -503,6 +503,7 @@ MESSAGE_FIELDS: dict[str, Entry] = {
     "requester_stage_id": done("global mutex messages: the stage asking"),
     "mutex_key": done("global mutex messages: the mutex"),
     "run": done("global mutex messages: the run of the stage the lock is for"),
+    "fence_floor": done("GlobalMutexAcquire: a re-registering holder's fence; later fences are above it"),
     "fence": done("global mutex messages: the holder's fence (None: a waiter leaving)"),
     "maximum": done("LimitAcquire/LimitDecision: the workflow's max_concurrent_executions"),
     "keep_waiting": done("LimitAcquire: the workflow's keep_waiting_pipelines"),

@@ -22,7 +22,10 @@ the outbox; every step is idempotent:
   granted in its turn and hands the lock on at once.
 
 A holder's worker dying does not release the lock: the stage's task is redelivered and runs
-again under the same grant; the lock goes when the stage ends.
+again under the same grant; the lock goes when the stage ends. The record lives in Redis only:
+after a restore the recovery plan has every holder re-register (``recovery_ask``, with its fence
+as the floor, so fences keep growing) and every waiter ask again; until then a newcomer could be
+granted the lock a restored holder still uses.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.keys import global_mutex_routing_id
 from stabilize_redis.models.stage import StageExecution
+from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import GlobalMutexAcquire, GlobalMutexGranted, GlobalMutexRelease
+
+HOLDING = (WorkflowStatus.RUNNING, WorkflowStatus.PAUSED, WorkflowStatus.SUSPENDED)
+"""Statuses in which a stage that was granted its global mutex still holds it."""
 
 GLOBAL = "global"
 SCOPES = ("workflow", GLOBAL)
@@ -93,8 +100,12 @@ class GlobalMutexState:
         return json.dumps({"holder": self.holder.to_dict() if self.holder else None, "holder_fence": self.holder_fence,
                            "waiters": [w.to_dict() for w in self.waiters], "fence": self.fence}, separators=(",", ":"))
 
-    def acquire(self, who: Requester) -> int | None:
-        """The fence ``who`` now holds the lock under, or None: it waits (queued once)."""
+    def acquire(self, who: Requester, fence_floor: int | None = None) -> int | None:
+        """The fence ``who`` now holds the lock under, or None: it waits (queued once).
+        ``fence_floor``: fences handed out from now on are above it (a holder re-registering
+        after a restore lost the record)."""
+        if fence_floor is not None:
+            self.fence = max(self.fence, fence_floor)
         if self.holder == who:
             return self.holder_fence
         if self.holder is None:
@@ -159,6 +170,26 @@ def gate(t: Transition, rec: StageRecord, kw: dict[str, Any]) -> bool:
     return False
 
 
+def recovery_ask(stage: StageExecution, run: int | None, workflow_id: str,
+                 execution_type: str) -> GlobalMutexAcquire | None:
+    """For recovery: the ask a global-mutex stage repeats - a holder (RUNNING, PAUSED or
+    SUSPENDED with its grant) re-registers with its fence as the floor, a waiter asks again -
+    so a record a restore lost is rebuilt; where the record knows them, it answers as before.
+    None for any other stage."""
+    if not is_global(stage):
+        return None
+    key = str(stage.mutex_key)
+    held, asked = stage.context.get(GLOBAL_MUTEX), stage.context.get(GLOBAL_MUTEX_ASKED)
+    if isinstance(held, dict) and stage.status in HOLDING and run is not None and held.get("run") == run:
+        return GlobalMutexAcquire(execution_id=global_mutex_routing_id(key), execution_type=execution_type,
+                                  mutex_key=key, requester_id=workflow_id, requester_stage_id=stage.id, run=run,
+                                  fence_floor=int(held.get("fence", 0)))
+    if stage.status == WorkflowStatus.NOT_STARTED and isinstance(asked, int):
+        return GlobalMutexAcquire(execution_id=global_mutex_routing_id(key), execution_type=execution_type,
+                                  mutex_key=key, requester_id=workflow_id, requester_stage_id=stage.id, run=asked)
+    return None
+
+
 def release_held(t: Transition, rec: StageRecord, kw: dict[str, Any]) -> None:
     """``rec`` ends (any status) in ``t``: give back the global mutex it holds, or leave the
     waiters if it only asked."""
@@ -176,4 +207,5 @@ def release_held(t: Transition, rec: StageRecord, kw: dict[str, Any]) -> None:
 
 
 __all__ = ["ACQUIRED_EVENT", "GLOBAL", "GLOBAL_MUTEX", "GLOBAL_MUTEX_ASKED", "SCOPES", "WAITING_EVENT",
-           "GlobalMutexState", "Requester", "gate", "grant_message", "is_global", "release_held", "release_message"]
+           "GlobalMutexState", "HOLDING", "Requester", "gate", "grant_message", "is_global", "recovery_ask", "release_held",
+           "release_message"]

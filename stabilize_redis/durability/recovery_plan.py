@@ -11,7 +11,9 @@ engine's message flow:
 * a NOT_STARTED workflow gets StartWorkflow;
 * a limited workflow (``decisions.concurrency``) that is BUFFERED, RUNNING or PAUSED asks its
   limit again (LimitAcquire: answered as before where the limit's record knows it, and
-  re-registered where a restore lost the record, so a BUFFERED one never waits on nothing);
+  re-registered where a restore lost the record, so a BUFFERED one never waits on nothing); a
+  stage holding or waiting for a global mutex re-registers / asks again likewise
+  (``decisions.global_mutex.recovery_ask``);
 * for a RUNNING (or PAUSED) workflow, stage by stage:
 
   - RUNNING stage with a RUNNING task: RunTask for that task (the handler runs user code only
@@ -57,6 +59,7 @@ from stabilize_redis.decisions.codec import StageRecord, decode_stage, meta_from
 from stabilize_redis.decisions.common import JUMP_BYPASS, PENDING_JUMP
 from stabilize_redis.decisions.concurrency import acquire_message, is_limited
 from stabilize_redis.decisions.flow import activated_downstreams
+from stabilize_redis.decisions.global_mutex import recovery_ask
 from stabilize_redis.decisions.layout import settlement
 from stabilize_redis.decisions.multi_merge import MM_DONE
 from stabilize_redis.decisions.sub_workflow import resend_start
@@ -142,10 +145,13 @@ def recovery_messages(workflow: Workflow,
     by_id = {s.id: s for s in workflow.stages}
     out: list[Message] = [acquire_message(workflow, kw["execution_type"])] if is_limited(workflow) else []
     for stage in workflow.stages:
+        rec = records.get(stage.id) if records is not None else None
+        ask = recovery_ask(stage, rec.attempt if rec is not None else None, workflow.id, kw["execution_type"])
+        if ask is not None:
+            out.append(ask)
         if _between_runs(stage):
             out.append(StartStage(stage_id=stage.id, **kw))
         elif stage.status == _S.RUNNING:
-            rec = records.get(stage.id) if records is not None else None
             out.extend(_running_stage(stage, kw, rec.attempt if rec is not None else None,
                                       bool(rec is not None and rec.children)))
         elif stage.status == _S.NOT_STARTED:

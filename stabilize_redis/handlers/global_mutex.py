@@ -16,6 +16,7 @@ from stabilize_redis.decisions.global_mutex import (
     ACQUIRED_EVENT,
     GLOBAL_MUTEX,
     GLOBAL_MUTEX_ASKED,
+    HOLDING,
     GlobalMutexState,
     Requester,
     grant_message,
@@ -50,7 +51,7 @@ class GlobalMutexAcquireHandler(RecordHandler):
 
         def decide(raw: bytes | None) -> tuple[str, Sequence[Message]]:
             state = GlobalMutexState.decode(raw)
-            fence = state.acquire(who)
+            fence = state.acquire(who, message.fence_floor)
             answers = [] if fence is None else [grant_message(message.mutex_key, who, fence, message.execution_type)]
             return state.encode(), answers
 
@@ -89,6 +90,13 @@ class GlobalMutexGrantedHandler(Handler):
             wf = attach(snap)
             stage = rec.stage
             t.check_meta(snap.meta_version)
+            held = stage.context.get(GLOBAL_MUTEX)
+            if stage.status in HOLDING and rec.attempt == message.run and isinstance(held, dict) \
+                    and held.get("run") == message.run:  # a holder re-registered (recovery): keep running
+                if held.get("fence") != message.fence:
+                    stage.context[GLOBAL_MUTEX] = {"fence": message.fence, "run": message.run}
+                    t.write_stage(rec)
+                return t
             waiting = (stage.status == WorkflowStatus.NOT_STARTED and rec.attempt == message.run
                        and stage.context.get(GLOBAL_MUTEX_ASKED) == message.run
                        and not wf.status.is_complete and not wf.is_canceled)

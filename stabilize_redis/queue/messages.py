@@ -138,12 +138,14 @@ class StartWaitingWorkflows(Message):
 @dataclass
 class GlobalMutexAcquire(WorkflowLevel):
     """Run ``run`` of stage ``requester_stage_id`` of workflow ``requester_id`` asks for the global
-    mutex ``mutex_key`` (``execution_id``: its routing id)."""
+    mutex ``mutex_key`` (``execution_id``: its routing id). ``fence_floor``: the fence a holder
+    re-registering after a restore held (the record's fences continue above it)."""
 
     mutex_key: str = ""
     requester_id: str = ""
     requester_stage_id: str = ""
     run: int = 0
+    fence_floor: int | None = None
 
 
 @dataclass

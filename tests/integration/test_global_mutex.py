@@ -141,3 +141,26 @@ def test_a_grant_to_a_workflow_that_left_redis_goes_back_to_the_lock(target: Tar
     assert eng.store.retrieve(last.id).status == _S.SUCCEEDED
     assert lock(eng).holder is None and lock(eng).waiters == [] and lock(eng).fence == 3
     assert eng.queue.dlq_size() == 0
+
+
+def test_after_its_record_is_lost_the_recovered_holder_keeps_the_lock_and_fences_keep_growing(target: Target) -> None:
+    from stabilize_redis.durability.recovery_plan import plan_from_hash
+    from stabilize_redis.queue.messages import GlobalMutexAcquire
+
+    eng, gate = engine(target)
+    holder = deploy()
+    arrive(eng, gate, holder)
+    backend = eng.client.backend
+    backend.client.delete(backend.part(global_mutex_routing_id("prod")).global_mutex("prod"))  # as a restore loses it
+    raw = backend.client.hgetall(backend.part(holder.id).workflow(holder.id))
+    for ask in (m for m in plan_from_hash(raw) if isinstance(m, GlobalMutexAcquire)):
+        eng.queue.push(ask)  # what the recovery pass pushes
+    settle(eng, lambda: lock(eng).holder is not None, "the holder to re-register")
+    newcomer = deploy()
+    arrive(eng, gate, newcomer)
+    assert status(eng, newcomer) == _S.NOT_STARTED and holder.id in gate.now and newcomer.id not in gate.now
+    assert stage_named(eng.store.retrieve(holder.id), "deploy").context["_global_mutex"]["fence"] == 2
+    gate.open.update({holder.id, newcomer.id})
+    eng.processor.process_all(timeout=20)
+    assert [eng.store.retrieve(w.id).status for w in (holder, newcomer)] == [_S.SUCCEEDED, _S.SUCCEEDED]
+    assert gate.peak == 1 and gate.fences[newcomer.id] == 3

@@ -50,3 +50,10 @@ def test_a_waiter_that_leaves_is_never_granted() -> None:
     state.acquire(C)
     assert state.release(B, None) is None
     assert state.release(A, 1) == (C, 2)
+
+
+def test_a_holder_re_registering_after_a_lost_record_keeps_fences_growing() -> None:
+    state = GlobalMutexState()  # the record a restore lost, empty again
+    assert state.acquire(A, fence_floor=7) == 8
+    assert state.acquire(B) is None
+    assert state.release(A, 8) == (B, 9)

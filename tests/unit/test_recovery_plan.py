@@ -336,3 +336,18 @@ def test_a_limited_workflow_asks_its_limit_again_so_a_buffered_one_never_waits_o
     wf.status = S.RUNNING  # a holder re-registers too (answered "granted" again where the record knows it)
     st["a"].status = st["a"].tasks[0].status = S.RUNNING
     assert _shape(recovery_messages(wf, records)) == ["LimitAcquire", f"RunTask({st['a'].tasks[0].id})"]
+
+
+def test_a_global_mutex_holder_re_registers_with_its_fence_and_a_waiter_asks_again() -> None:
+    from stabilize_redis.queue.messages import GlobalMutexAcquire
+
+    wf, records, st = _stored([_stage("hold", mutex_key="prod", mutex_scope="global"),
+                               _stage("wait", mutex_key="prod", mutex_scope="global")])
+    wf.status = S.RUNNING
+    st["hold"].status = st["hold"].tasks[0].status = S.RUNNING
+    st["hold"].context["_global_mutex"] = {"fence": 7, "run": 0}
+    st["wait"].context["_global_mutex_asked"] = 0
+    asks = [m for m in recovery_messages(wf, records) if isinstance(m, GlobalMutexAcquire)]
+    assert [(a.requester_stage_id, a.run, a.fence_floor) for a in asks] == [(st["hold"].id, 0, 7),
+                                                                           (st["wait"].id, 0, None)]
+    assert all(a.execution_id == "~mutex:prod" and a.requester_id == wf.id for a in asks)
