@@ -47,13 +47,18 @@ def acquire_message(wf: Workflow, execution_type: str) -> LimitAcquire:
                         maximum=wf.max_concurrent_executions, keep_waiting=wf.keep_waiting_pipelines)
 
 
+def release_for(pipeline_config_id: str, workflow_id: str, execution_type: str) -> LimitRelease:
+    """``workflow_id`` gives its slot (or place in line) of ``pipeline_config_id``'s limit back."""
+    return LimitRelease(execution_id=limit_id(pipeline_config_id), execution_type=execution_type,
+                        requester_id=workflow_id, pipeline_config_id=pipeline_config_id)
+
+
 def release_message(wf: Workflow, execution_type: str) -> LimitRelease | None:
     """The LimitRelease a limited workflow's final commit sends (None for one not limited)."""
     if not is_limited(wf):
         return None
     assert wf.pipeline_config_id is not None
-    return LimitRelease(execution_id=limit_id(wf.pipeline_config_id), execution_type=execution_type,
-                        requester_id=wf.id, pipeline_config_id=wf.pipeline_config_id)
+    return release_for(wf.pipeline_config_id, wf.id, execution_type)
 
 
 @dataclass
@@ -114,4 +119,4 @@ class LimitState:
 
 
 __all__ = ["BUFFERED", "DECISIONS", "GRANTED", "REFUSED", "LimitState", "acquire_message", "is_limited",
-           "limit_id", "release_message"]
+           "limit_id", "release_for", "release_message"]

@@ -140,6 +140,13 @@ def grant_message(key: str, who: Requester, fence: int, execution_type: str) -> 
                               mutex_key=key, run=who.run, fence=fence)
 
 
+def acquire_message(key: str, who: Requester, execution_type: str, fence_floor: int | None = None
+                    ) -> GlobalMutexAcquire:
+    return GlobalMutexAcquire(execution_id=global_mutex_routing_id(key), execution_type=execution_type,
+                              mutex_key=key, requester_id=who.workflow_id, requester_stage_id=who.stage_id,
+                              run=who.run, fence_floor=fence_floor)
+
+
 def release_message(key: str, who: Requester, fence: int | None, execution_type: str) -> GlobalMutexRelease:
     return GlobalMutexRelease(execution_id=global_mutex_routing_id(key), execution_type=execution_type,
                               mutex_key=key, requester_id=who.workflow_id, requester_stage_id=who.stage_id,
@@ -163,9 +170,7 @@ def gate(t: Transition, rec: StageRecord, kw: dict[str, Any]) -> bool:
     if stage.context.get(GLOBAL_MUTEX_ASKED) != rec.attempt:
         stage.context[GLOBAL_MUTEX_ASKED] = rec.attempt
         t.write_stage(rec)
-        t.push(GlobalMutexAcquire(execution_id=global_mutex_routing_id(key), execution_type=kw["execution_type"],
-                                  mutex_key=key, requester_id=t.workflow_id, requester_stage_id=rec.id,
-                                  run=rec.attempt))
+        t.push(acquire_message(key, Requester(t.workflow_id, rec.id, rec.attempt), kw["execution_type"]))
         t.event(WAITING_EVENT, "stage", rec.id, {"mutex_key": key})
     return False
 
@@ -181,12 +186,9 @@ def recovery_ask(stage: StageExecution, run: int | None, workflow_id: str,
     key = str(stage.mutex_key)
     held, asked = stage.context.get(GLOBAL_MUTEX), stage.context.get(GLOBAL_MUTEX_ASKED)
     if isinstance(held, dict) and stage.status in HOLDING and run is not None and held.get("run") == run:
-        return GlobalMutexAcquire(execution_id=global_mutex_routing_id(key), execution_type=execution_type,
-                                  mutex_key=key, requester_id=workflow_id, requester_stage_id=stage.id, run=run,
-                                  fence_floor=int(held.get("fence", 0)))
+        return acquire_message(key, Requester(workflow_id, stage.id, run), execution_type, int(held.get("fence", 0)))
     if stage.status == WorkflowStatus.NOT_STARTED and isinstance(asked, int):
-        return GlobalMutexAcquire(execution_id=global_mutex_routing_id(key), execution_type=execution_type,
-                                  mutex_key=key, requester_id=workflow_id, requester_stage_id=stage.id, run=asked)
+        return acquire_message(key, Requester(workflow_id, stage.id, asked), execution_type)
     return None
 
 
@@ -207,5 +209,5 @@ def release_held(t: Transition, rec: StageRecord, kw: dict[str, Any]) -> None:
 
 
 __all__ = ["ACQUIRED_EVENT", "GLOBAL", "GLOBAL_MUTEX", "GLOBAL_MUTEX_ASKED", "SCOPES", "WAITING_EVENT",
-           "GlobalMutexState", "HOLDING", "Requester", "gate", "grant_message", "is_global", "recovery_ask", "release_held",
+           "GlobalMutexState", "HOLDING", "Requester", "acquire_message", "gate", "grant_message", "is_global", "recovery_ask", "release_held",
            "release_message"]

@@ -20,18 +20,20 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery, RedisBackend
 from stabilize_redis.config import EngineConfig
 from stabilize_redis.decisions.common import UnknownTarget
-from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.handlers.stabilize_handler import StabilizeHandler  # stabilize imports it from here
 from stabilize_redis.handlers.task_execution import TokenRegistry
 from stabilize_redis.queue.messages import Message
 from stabilize_redis.tasks.registry import TaskRegistry
+
+S = TypeVar("S")
+"""What a handler reads before deciding (``Handler.transact``)."""
 
 log = logging.getLogger("stabilize_redis.handlers")
 
@@ -80,11 +82,13 @@ class Handler(ABC):
         self,
         message: Message,
         delivery: Delivery | None,
-        read: Callable[[], Snapshot],
-        decide: Callable[[Snapshot], Transition],
+        read: Callable[[], S],
+        decide: Callable[[S], Transition],
     ) -> str:
         """Read, decide and commit until the commit is not a CONFLICT (bounded). A decision
-        that raises UnknownTarget dead-letters the message instead (``unknown_target``)."""
+        that raises UnknownTarget dead-letters the message instead (``unknown_target``). What
+        is read is a Snapshot for a workflow's handlers, a versioned field for a record's
+        (``handlers.records``)."""
         for attempt in range(self.config.conflict_retries):
             snap = read()
             try:

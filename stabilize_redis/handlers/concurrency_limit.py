@@ -22,7 +22,14 @@ from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.common import UnknownTarget, attach, known_workflow, now_ms
-from stabilize_redis.decisions.concurrency import BUFFERED, GRANTED, REFUSED, LimitState, limit_id
+from stabilize_redis.decisions.concurrency import (
+    BUFFERED,
+    GRANTED,
+    REFUSED,
+    LimitState,
+    limit_id,
+    release_for,
+)
 from stabilize_redis.decisions.layout import meta_extras
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
@@ -122,9 +129,7 @@ class LimitDecisionHandler(Handler):
                 if waiting:
                     start_now(t, wf, meta, snap.meta_version, kw)
                 elif wf.status.is_complete or wf.is_canceled:  # it no longer needs the slot
-                    t.push(LimitRelease(execution_id=limit_id(message.pipeline_config_id),
-                                        execution_type=message.execution_type, requester_id=wid,
-                                        pipeline_config_id=message.pipeline_config_id))
+                    t.push(release_for(message.pipeline_config_id, wid, message.execution_type))
             elif message.decision == BUFFERED and wf.status == WorkflowStatus.NOT_STARTED and not wf.is_canceled:
                 wf.status = WorkflowStatus.BUFFERED
                 t.write_meta(wf, meta_extras(meta), snap.meta_version)
@@ -145,7 +150,5 @@ class LimitDecisionHandler(Handler):
         assert isinstance(message, LimitDecision)
         t = Transition(message.execution_id)
         if message.decision == GRANTED:
-            t.push(LimitRelease(execution_id=limit_id(message.pipeline_config_id),
-                                execution_type=message.execution_type, requester_id=message.execution_id,
-                                pipeline_config_id=message.pipeline_config_id))
+            t.push(release_for(message.pipeline_config_id, message.execution_id, message.execution_type))
         return self.backend.commit(t, message, delivery)

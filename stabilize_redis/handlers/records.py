@@ -3,8 +3,8 @@ versioned field of its own hash, in the partition of its routing id, changed onl
 
 ``RecordHandler.over_record`` reads the field, lets ``decide`` change it and name the answers
 (messages to workflows, through the outbox when they live elsewhere), and commits the new value
-with them atomically with the message's ack and dedup mark, guarded by the version read (a
-CONFLICT decides again). Such a record is never checkpointed, and the ids of the messages that
+with them atomically with the message's ack and dedup mark, guarded by the version read - the
+read-decide-commit loop of every handler (``Handler.transact``: a CONFLICT decides again). Such a record is never checkpointed, and the ids of the messages that
 change it go to the partition's windowed dedup record (``Transition.record_key``).
 """
 
@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from stabilize_redis.backend.redis_backend import CommitOutcome, Delivery
+from stabilize_redis.backend.redis_backend import Delivery
 from stabilize_redis.decisions.transition import Transition
-from stabilize_redis.errors import ConcurrencyError
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.queue.messages import Message
 
@@ -27,8 +26,8 @@ class RecordHandler(Handler):
 
     def over_record(self, message: Message, delivery: Delivery | None, routing_id: str, key: str, name: str,
                     decide: Decide) -> str:
-        for _ in range(self.config.conflict_retries):
-            raw, version = self.backend.read_record(key, name)
+        def transition(stored: tuple[bytes | None, int]) -> Transition:
+            raw, version = stored
             value, answers = decide(raw)
             t = Transition(routing_id, record_key=key)
             t.check(name, version)
@@ -36,10 +35,9 @@ class RecordHandler(Handler):
                 t.writes[name] = value.encode()
             for answer in answers:
                 t.push(answer)
-            outcome = self.backend.commit(t, message, delivery)
-            if outcome != CommitOutcome.CONFLICT:
-                return outcome
-        raise ConcurrencyError(f"{type(message).__name__} kept conflicting on {key}")
+            return t
+
+        return self.transact(message, delivery, lambda: self.backend.read_record(key, name), transition)
 
 
 __all__ = ["Decide", "RecordHandler"]
