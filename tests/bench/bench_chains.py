@@ -14,19 +14,14 @@ and redis-server CPU per stage, and ``MEMORY USAGE`` of the workflow's hash once
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
 from typing import Any
 
 import redis
 
 import stabilize_redis as api
-from tests.bench.bench_multi_instance import Meter
-from tests.bench.bench_redis import private_redis, worker_group
+from tests.bench.bench_redis import Meter, measured_workers
 from tests.bench.bench_tasks import EMIT_TASK_NAME
-from tests.bench.cpu import SessionCPU
-from tests.bench.workloads import warmup_workflow
 
 
 def chain(n: int) -> api.Workflow:
@@ -59,17 +54,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    with private_redis() as url:
-        os.environ["STZ_BENCH_URL"] = url
-        ns = f"bench-chain-{secrets.token_hex(3)}"
-        raw = redis.Redis.from_url(url)
-        client = api.connect(url, ns)
-        with worker_group(url, ns, args.processes, args.concurrency) as (proc, _log):
-            client.wait(client.submit(warmup_workflow(api, "warmup")), 120)
-            cpu = SessionCPU(os.getsid(proc.pid))
-            cpu.wait_idle()
-            meter = Meter(cpu, raw)
-            rows = [run(client, meter, raw, int(n)) for n in args.sizes.split(",")]
+    with measured_workers("bench-chain", args.processes, args.concurrency) as (client, meter, raw):
+        rows = [run(client, meter, raw, int(n)) for n in args.sizes.split(",")]
     print(f"workers: {args.processes} processes x {args.concurrency} threads, private redis-server")
     print(f"{'stages':>7} {'wall s':>8} {'first hop ms':>13} {'last hop ms':>12} {'last/first':>11} "
           f"{'worker us/stage':>16} {'redis us/stage':>15} {'hash MB':>9}")

@@ -20,18 +20,12 @@ Per workflow: wall time, worker CPU, redis-server CPU, and the ratio of wall to 
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
 import stabilize_redis as api
-from tests.bench.bench_multi_instance import Meter
-from tests.bench.bench_redis import private_redis, worker_group
-from tests.bench.cpu import SessionCPU
-from tests.bench.workloads import TASK_NAME, warmup_workflow
+from tests.bench.bench_redis import Meter, measured_workers
+from tests.bench.workloads import TASK_NAME
 
 
 def _stage(ref: str, task: str, **fields: Any) -> api.StageExecution:
@@ -83,17 +77,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    with private_redis() as url:
-        os.environ["STZ_BENCH_URL"] = url
-        ns = f"bench-x-{secrets.token_hex(3)}"
-        raw = redis.Redis.from_url(url)
-        client = api.connect(url, ns)
-        with worker_group(url, ns, args.processes, args.concurrency) as (proc, _log):
-            client.wait(client.submit(warmup_workflow(api, "warmup")), 120)
-            cpu = SessionCPU(os.getsid(proc.pid))
-            cpu.wait_idle()
-            meter = Meter(cpu, raw)
-            rows = {name: run(client, meter, make, args.count) for name, make in WORKLOADS.items()}
+    with measured_workers("bench-x", args.processes, args.concurrency) as (client, meter, _raw):
+        rows = {name: run(client, meter, make, args.count) for name, make in WORKLOADS.items()}
     base = rows["plain"]["wall_us"]
     print(f"{args.count} workflows per workload; workers: {args.processes} processes x {args.concurrency} threads, "
           "private redis-server")

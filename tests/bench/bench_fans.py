@@ -12,17 +12,11 @@ lag: from the last parallel stage's end to the join's start (issue 9 asks <= 10 
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 from typing import Any
 
-import redis
-
 import stabilize_redis as api
-from tests.bench.bench_multi_instance import Meter
-from tests.bench.bench_redis import private_redis, worker_group
-from tests.bench.cpu import SessionCPU
-from tests.bench.workloads import TASK_NAME, warmup_workflow
+from tests.bench.bench_redis import Meter, measured_workers
+from tests.bench.workloads import TASK_NAME
 
 
 def _stage(ref: str, requires: set[str]) -> api.StageExecution:
@@ -56,17 +50,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    with private_redis() as url:
-        os.environ["STZ_BENCH_URL"] = url
-        ns = f"bench-fan-{secrets.token_hex(3)}"
-        raw = redis.Redis.from_url(url)
-        client = api.connect(url, ns)
-        with worker_group(url, ns, args.processes, args.concurrency) as (proc, _log):
-            client.wait(client.submit(warmup_workflow(api, "warmup")), 120)
-            cpu = SessionCPU(os.getsid(proc.pid))
-            cpu.wait_idle()
-            meter = Meter(cpu, raw)
-            rows = [run(client, meter, int(n)) for n in args.sizes.split(",")]
+    with measured_workers("bench-fan", args.processes, args.concurrency) as (client, meter, _raw):
+        rows = [run(client, meter, int(n)) for n in args.sizes.split(",")]
     base = rows[0]["per_stage_us"]
     print(f"workers: {args.processes} processes x {args.concurrency} threads, private redis-server")
     print(f"{'width':>7} {'wall us/stage':>14} {'worker us/stage':>16} {'redis us/stage':>15} "

@@ -22,8 +22,6 @@ and its fixed groups run on the same plain DAG path the main benchmark (``bench.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import time
 from typing import Any
 
@@ -31,10 +29,9 @@ import redis
 
 import stabilize_redis as api
 from stabilize_redis.stages.multi_instance_builder import MultiInstanceBuilder
-from tests.bench.bench_redis import private_redis, worker_group
+from tests.bench.bench_redis import Meter, measured_workers
 from tests.bench.bench_tasks import HOLD_TASK_NAME
-from tests.bench.cpu import SessionCPU, redis_cpu_seconds
-from tests.bench.workloads import TASK_NAME, warmup_workflow
+from tests.bench.workloads import TASK_NAME
 
 
 def _task(name: str) -> list[Any]:
@@ -57,21 +54,6 @@ def dynamic_group() -> api.Workflow:
     for s in stages[:-1]:
         s.tasks = _task(TASK_NAME)
     return api.Workflow.create(application="bench-mi", name="dynamic", stages=[parent, *stages])
-
-
-class Meter:
-    """Wall, worker-group CPU and redis-server CPU over one measured stretch."""
-
-    def __init__(self, cpu: SessionCPU, raw: redis.Redis) -> None:
-        self.cpu, self.raw = cpu, raw
-
-    def start(self) -> None:
-        self.t0, self.c0, self.r0 = time.perf_counter(), self.cpu.sample(), redis_cpu_seconds(self.raw)
-
-    def stop(self) -> tuple[float, float, float]:
-        wall = time.perf_counter() - self.t0
-        worker = self.cpu.delta(self.c0, self.cpu.sample()).seconds
-        return wall, worker, redis_cpu_seconds(self.raw) - self.r0
 
 
 def run_fixed(client: Any, meter: Meter, n: int) -> dict[str, Any]:
@@ -126,18 +108,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    with private_redis() as url:
-        os.environ["STZ_BENCH_URL"] = url
-        ns = f"bench-mi-{secrets.token_hex(3)}"
-        raw = redis.Redis.from_url(url)
-        client = api.connect(url, ns)
-        with worker_group(url, ns, args.processes, args.concurrency) as (proc, _log):
-            client.wait(client.submit(warmup_workflow(api, "warmup")), 120)
-            cpu = SessionCPU(os.getsid(proc.pid))
-            cpu.wait_idle()
-            meter = Meter(cpu, raw)
-            fixed = [run_fixed(client, meter, int(n)) for n in args.sizes.split(",")]
-            dynamic = [run_dynamic(client, meter, raw, int(n)) for n in args.adds.split(",")]
+    with measured_workers("bench-mi", args.processes, args.concurrency) as (client, meter, raw):
+        fixed = [run_fixed(client, meter, int(n)) for n in args.sizes.split(",")]
+        dynamic = [run_dynamic(client, meter, raw, int(n)) for n in args.adds.split(",")]
     cols = [("n", "instances"), ("wall_us", "wall us/inst"), ("worker_us", "worker CPU us"),
             ("redis_us", "redis CPU us")]
     print(f"workers: {args.processes} processes x {args.concurrency} threads, private redis-server")

@@ -344,3 +344,36 @@ def _row(
         "processor": f"stabilize-redis worker --processes {n} --concurrency {conc}",
     }
     return summarize(name, "redis", str(n), timing[0], final, expected, extra, timing[1])
+
+
+class Meter:
+    """Wall, worker-group CPU and redis-server CPU over one measured stretch."""
+
+    def __init__(self, cpu: SessionCPU, raw: redis.Redis) -> None:
+        self.cpu, self.raw = cpu, raw
+
+    def start(self) -> None:
+        self.t0, self.c0, self.r0 = time.perf_counter(), self.cpu.sample(), redis_cpu_seconds(self.raw)
+
+    def stop(self) -> tuple[float, float, float]:
+        wall = time.perf_counter() - self.t0
+        worker = self.cpu.delta(self.c0, self.cpu.sample()).seconds
+        return wall, worker, redis_cpu_seconds(self.raw) - self.r0
+
+
+@contextlib.contextmanager
+def measured_workers(prefix: str, processes: int, concurrency: int) -> Iterator[tuple[Any, Meter, redis.Redis]]:
+    """A private redis-server, a namespace ``<prefix>-<random>`` and a worker group on it, warmed
+    up and idle: yields (client, meter over the group and the server, raw client)."""
+    import stabilize_redis as api
+
+    with private_redis() as url:
+        os.environ["STZ_BENCH_URL"] = url
+        raw = redis.Redis.from_url(url)
+        ns = f"{prefix}-{secrets.token_hex(3)}"
+        client = api.connect(url, ns)
+        with worker_group(url, ns, processes, concurrency) as (proc, _log):
+            client.wait(client.submit(warmup_workflow(api, "warmup")), 120)
+            cpu = SessionCPU(os.getsid(proc.pid))
+            cpu.wait_idle()
+            yield client, Meter(cpu, raw), raw

@@ -1,9 +1,11 @@
 """Task registry served by the CLI worker processes of the cluster tests: ``work`` records, on
-the cluster, how often it ran per (workflow, stage) and how many tasks each worker pid runs now
-(``STZ_TEST_URL``/``STZ_TEST_NS`` say where)."""
+the cluster, how often it ran per (workflow, stage) and how many tasks each worker pid runs now;
+``step`` records ``[workflow id, pid, "start" | "end", epoch seconds]`` (JSON) to one list per
+namespace (``steps_key``) around its ``work_s`` (``STZ_TEST_URL``/``STZ_TEST_NS`` say where)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from functools import cache
@@ -37,5 +39,22 @@ def work(stage: StageExecution) -> TaskResult:
         client.hincrby(running_key(ns), pid, -1)
 
 
+def steps_key(namespace: str) -> str:
+    return f"{namespace}:test:steps"
+
+
+def _step_record(stage: StageExecution, event: str) -> None:
+    entry = [stage.execution.id, os.getpid(), event, time.time()]
+    _client().rpush(steps_key(os.environ["STZ_TEST_NS"]), json.dumps(entry))
+
+
+def step(stage: StageExecution) -> TaskResult:
+    _step_record(stage, "start")
+    time.sleep(float(stage.context.get("work_s", 0.05)))
+    _step_record(stage, "end")
+    return TaskResult.success(outputs={stage.ref_id: stage.execution.id})
+
+
 registry = TaskRegistry()
 registry.register("work", work)
+registry.register("step", step)

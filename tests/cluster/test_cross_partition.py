@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 from typing import Any
 
 from stabilize_redis import StageExecution, TaskExecution, TaskResult, Workflow, WorkflowStatus, connect
@@ -16,13 +15,13 @@ from stabilize_redis.decisions.concurrency import LimitState, limit_id
 from stabilize_redis.decisions.global_mutex import GlobalMutexState
 from stabilize_redis.decisions.sub_workflow import child_workflow_id
 from stabilize_redis.keys import GLOBAL_MUTEX_STATE_FIELD, LIMIT_STATE_FIELD, global_mutex_routing_id
+from tests.cluster.cluster_app import steps_key
 from tests.cluster.conftest import Call, spanning
-from tests.cluster.cross_app import log_key
 from tests.cluster.nodes import wait_for
 from tests.integration.support import make_engine, stage_named
 from tests.processes import worker_pool
 
-APP = "tests.cluster.cross_app:registry"
+APP = "tests.cluster.cluster_app:registry"
 LIMIT, CONFIG = 2, "cluster-etl"
 
 
@@ -107,13 +106,11 @@ def test_cli_workers_run_children_and_limits_exactly_once_with_one_killed(cluste
     parents = [parent(0.1) for _ in range(4)]
     flows = [limited(0.3) for _ in range(8)]
     deploys = [deploy(0.2) for _ in range(4)]
-    procs: list[subprocess.Popen[bytes]] = [worker_pool.start_worker(url, ns, app=APP, visibility=2.0)
-                                            for _ in range(2)]
 
     def entries() -> list[list[Any]]:
-        return [json.loads(x) for x in raw.lrange(log_key(ns), 0, -1)]
+        return [json.loads(x) for x in raw.lrange(steps_key(ns), 0, -1)]
 
-    try:
+    with worker_pool.workers(url, ns, APP, count=2, visibility=2.0) as procs:
         for wf in parents + flows + deploys:
             client.submit(wf)
         wait_for(lambda: any(e[1] == procs[0].pid and e[2] == "start" for e in entries()), 60,
@@ -121,15 +118,6 @@ def test_cli_workers_run_children_and_limits_exactly_once_with_one_killed(cluste
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
         results = [client.wait(wf.id, timeout=120) for wf in parents + flows + deploys]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
     assert [r.status for r in results] == [WorkflowStatus.SUCCEEDED] * len(results)
     limited_ids = {wf.id for wf in flows}
     assert peak(entries(), limited_ids) <= LIMIT

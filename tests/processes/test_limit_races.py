@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -25,6 +23,7 @@ from stabilize_redis.decisions.concurrency import LimitState, limit_id
 from stabilize_redis.keys import LIMIT_STATE_FIELD
 from tests.processes import worker_pool
 from tests.processes.reclaim_app import log_key, release_key
+from tests.processes.worker_pool import wait_for
 
 APP = "tests.processes.reclaim_app:registry"
 VISIBILITY_S = 2.0
@@ -38,14 +37,6 @@ def _workflow(i: int) -> Workflow:
     wf.pipeline_config_id, wf.is_limit_concurrent = CONFIG, True
     wf.max_concurrent_executions, wf.keep_waiting_pipelines = LIMIT, True
     return wf
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -68,8 +59,7 @@ def test_a_limit_of_three_holds_across_processes_and_a_kill(real_target: tuple[s
         assert len(now) <= LIMIT, f"{len(now)} tasks of {CONFIG} executing at once"
         assert len(LimitState.decode(raw.hget(limit_key, LIMIT_STATE_FIELD)).holders) <= LIMIT
 
-    procs = [worker_pool.start_worker(url, ns, APP, visibility=VISIBILITY_S, concurrency=4) for _ in range(2)]
-    try:
+    with worker_pool.workers(url, ns, APP, count=2, visibility=VISIBILITY_S) as procs:
         for wf in flows:  # one after the other, each once the one before was answered: arrival order
             client.submit(wf)
             wait_for(lambda wf=wf: client.get(wf.id).status in (WorkflowStatus.RUNNING, WorkflowStatus.BUFFERED),
@@ -97,12 +87,3 @@ def test_a_limit_of_three_holds_across_processes_and_a_kill(real_target: tuple[s
         assert released == [w.id for w in flows]  # started in the order they reached the limit
         wait_for(lambda: LimitState.decode(raw.hget(limit_key, LIMIT_STATE_FIELD)) == LimitState(LIMIT, [], []),
                  10, "the limit record to empty")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except Exception:  # noqa: BLE001
-                p.kill()

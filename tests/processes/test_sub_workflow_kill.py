@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections.abc import Callable
 
 import pytest
 import redis
@@ -24,6 +22,7 @@ from stabilize_redis import StageExecution, TaskExecution, Workflow, WorkflowSta
 from stabilize_redis.decisions.sub_workflow import child_workflow_id
 from tests.processes import worker_pool
 from tests.processes.reclaim_app import log_key, release_key
+from tests.processes.worker_pool import wait_for
 
 APP = "tests.processes.reclaim_app:registry"
 VISIBILITY_S = 2.0
@@ -42,14 +41,6 @@ def _parent(i: int) -> Workflow:
         _stage("call", "subWorkflow", _sub_workflow_config=config), _stage("after", "noop", ("call",))])
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
-
-
 @pytest.mark.slow
 def test_every_parent_succeeds_with_one_child_when_a_worker_is_killed_mid_child(real_target: tuple[str, str]) -> None:
     url, ns = real_target
@@ -61,8 +52,7 @@ def test_every_parent_succeeds_with_one_child_when_a_worker_is_killed_mid_child(
     def holds(child: str, event: str) -> list[int]:
         return [p for r, p, e, _ in (json.loads(x) for x in raw.lrange(log_key(ns, child), 0, -1)) if e == event]
 
-    procs = [worker_pool.start_worker(url, ns, APP, visibility=VISIBILITY_S, concurrency=4) for _ in range(2)]
-    try:
+    with worker_pool.workers(url, ns, APP, count=2, visibility=VISIBILITY_S) as procs:
         for wf in parents:
             client.submit(wf)
         wait_for(lambda: all(holds(c, "start") for c in children.values()), 30, "every child's hold to start")
@@ -90,12 +80,3 @@ def test_every_parent_succeeds_with_one_child_when_a_worker_is_killed_mid_child(
             assert [e["data"]["sub_workflow_id"] for e in started] == [child]
             assert len([e for e in client.store.events(child) if e["event_type"] == "workflow.created"]) == 1
         assert len(holds(first, "start")) == 2  # the killed run, then the reclaimed one
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except Exception:  # noqa: BLE001
-                p.kill()

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,20 +24,36 @@ def start_worker(url: str, ns: str, app: str = "tests.processes.app:registry", v
         cwd=ROOT, env=env)
 
 
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop worker processes: SIGTERM, then SIGKILL those still running after 20 s (a process
+    already dead, say SIGKILLed by the test, is left as it is)."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
 @contextmanager
-def workers(url: str, ns: str, app: str = "tests.processes.app:registry", count: int = 2
-            ) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``count`` workers serving ``app`` for the duration of the block; stopped (SIGTERM, then
-    SIGKILL after 20 s) after it."""
-    procs = [start_worker(url, ns, app) for _ in range(count)]
+def workers(url: str, ns: str, app: str = "tests.processes.app:registry", count: int = 2, visibility: float = 5.0,
+            concurrency: int = 4) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` workers serving ``app`` for the duration of the block, stopped after it
+    (``stop``)."""
+    procs = [start_worker(url, ns, app, visibility, concurrency) for _ in range(count)]
     try:
         yield procs
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
+        stop(procs)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Return once ``condition()`` holds; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.02)
