@@ -14,6 +14,9 @@
 --                                  still hold `value` (a missing field holds 0)
 --   w   [[field, argv_index], ...] write set: HSET field to ARGV[argv_index], bump v:<field>
 --   x   [field, ...]               fields to delete (with their versions)
+--   o   [[field, rank, argv_index], ...] publish stage outputs (``decisions.views``): in plain
+--       field `field` (lines "<rank>\t<json>\n") drop the line of `rank`, then append
+--       ARGV[argv_index] (0: nothing; an emptied field is deleted). No version.
 --   z   [[field, value], ...]      reset: HSET plain integer fields (counters and their
 --                                  thresholds) to absolute values
 --   u   [stage_id, ...]            unsettle: for each stage whose settled flag is set, delete
@@ -51,7 +54,7 @@
 -- k.settled_t, or one with cw = 1, completes the workflow: if the completion flag k.done was
 -- not set yet it is set and plan.r[sr] is enqueued - so CompleteWorkflow is released once.
 --
--- Steps, in order: dedup -> checks -> writes -> deletes -> resets -> unsettles -> counters ->
+-- Steps, in order: dedup -> checks -> writes -> deletes -> publications -> resets -> unsettles -> counters ->
 -- settles -> completion -> enqueue -> events -> notifications -> workflow version bump (field
 -- `ver`) + dirty mark -> dedup record + XACK/XDEL of the entry.
 --
@@ -105,6 +108,23 @@ end
 
 for _, f in ipairs(plan.x) do
   redis.call('HDEL', wf, f, K.v .. f)
+end
+
+for _, o in ipairs(plan.o or {}) do
+  local text = '\n' .. (redis.call('HGET', wf, o[1]) or '')
+  local at = string.find(text, '\n' .. o[2] .. '\t', 1, true)
+  if at then
+    local stop = string.find(text, '\n', at + 1, true)
+    text = string.sub(text, 1, at) .. string.sub(text, stop + 1)
+  end
+  if o[3] > 0 then
+    text = text .. ARGV[o[3]]
+  end
+  if #text > 1 then
+    redis.call('HSET', wf, o[1], string.sub(text, 2))
+  else
+    redis.call('HDEL', wf, o[1])
+  end
 end
 
 local resets = plan.z or {}

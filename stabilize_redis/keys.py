@@ -422,3 +422,12 @@ def lua_names() -> str:
     scripts spell no field name of their own."""
     body = ", ".join(f"{name} = '{value}'" for name, value in LUA_NAMES.items())
     return f"-- generated from stabilize_redis/keys.py (LUA_NAMES)\nlocal K = {{{body}}}\n"
+
+
+OUTPUT_PREFIX = "o:"
+
+
+def output_field(segment: str, key: str) -> str:
+    """Plain lines ``<rank>\\t<json>\\n``: output ``key`` as published by each stage of
+    ``segment`` (``decisions.views``)."""
+    return f"{OUTPUT_PREFIX}{segment}:{key}"

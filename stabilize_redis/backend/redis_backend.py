@@ -19,10 +19,12 @@ import redis
 from stabilize_redis.backend.batch import is_cluster, pipeline
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
+from stabilize_redis.backend.view_reads import redis_reads
 from stabilize_redis.config import MemoryPolicy
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, ensure_plain, unpack
 from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.decisions.views import AncestorView
 from stabilize_redis.keys import (
     CONSUMER_GROUP,
     CREATED_AT_FIELD,
@@ -183,7 +185,9 @@ class RedisBackend:
     ) -> Snapshot:
         """One round trip: the meta, the given stages and counters - an HMGET, or, when
         neighbours (``with_upstreams``/``with_downstreams``) or the dedup record
-        (``processed_id`` -> ``Snapshot.processed``) are wanted too, ``lua/read_workflow.lua``."""
+        (``processed_id`` -> ``Snapshot.processed``) are wanted too, ``lua/read_workflow.lua``.
+        With downstreams, an OR split with conditions among ``stage_ids`` is read with its
+        ancestors' merged outputs (``Snapshot.ancestors``: more round trips, for it only)."""
         part = self.part(workflow_id)
         if with_upstreams or with_downstreams or processed_id:
             return self._read_scripted(workflow_id, part, stage_ids, counters, with_upstreams,
@@ -233,9 +237,14 @@ class RedisBackend:
                 counts[name] = _int(rest[i + 3] or None)
                 if rest[i + 4]:
                     limits[name] = int(rest[i + 4])
+        snap = Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]), limits)
         if downs:
-            self._read_split_downstreams(workflow_id, part, [stages[s] for s in stage_ids if s in stages], stages)
-        return Snapshot(workflow_id, meta, _int(reply[2] or None), stages, counts, bool(reply[0]), limits)
+            splits = [stages[s] for s in stage_ids if s in stages]
+            self._read_split_downstreams(workflow_id, part, splits, stages)
+            for rec in splits:  # the names an OR split's conditions may use (decisions.flow)
+                if rec.stage.split_type == SplitType.OR and rec.stage.split_conditions:
+                    snap.ancestors[rec.id] = AncestorView(rec, redis_reads(self, workflow_id)).materialize()
+        return snap
 
     def _read_split_downstreams(self, workflow_id: str, part: PartitionKeys, recs: Sequence[StageRecord],
                                 stages: dict[str, StageRecord]) -> None:

@@ -4,8 +4,8 @@ A key missing from the stage's own context is looked up in the outputs of its an
 (transitive upstreams and synthetic parents), nearest first: breadth-first from the stage, so
 an upstream one hop away wins over one two hops away. Ancestors are the stages
 ``stage.execution`` holds: a stage retrieved alone (``store.retrieve_stage``) sees its direct
-upstreams; the engine has already merged every ancestor's outputs into the context of a stage
-it started, so a task's ``stage.context`` needs no fallback.
+upstreams. A task's own ``stage.context`` needs no fallback: it already reads every ancestor's
+outputs, merged in rank order (``context.ancestor_context``), as does a retrieved workflow's.
 
 Writes and deletes go to the stage's own context; ``len`` and iteration cover it only.
 """

@@ -1,27 +1,21 @@
-"""Starting things: claiming a ready stage (its context over its ancestors' outputs, its first
+"""Starting things: claiming a ready stage (its place among its ancestors' outputs, its first
 task begun) and beginning a task, and the stale-attempt rule. Pure: into a Transition."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from stabilize_redis.dag.lineage import (
-    Lineage,
-    context_with_ancestors,
-    extend_lineage,
-    materialize,
-    union_lineages,
-)
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import BRANCH_NOT_TAKEN, JUMP_BYPASS, now_ms, stage_event_data
 from stabilize_redis.decisions.milestones import needs_milestone, wake_watchers
 from stabilize_redis.decisions.mutex import needs_exclusion
 from stabilize_redis.decisions.reset import strip_inherited
 from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.decisions.views import SEG, continues, segment_of
 from stabilize_redis.expressions import check_stage_enabled
-from stabilize_redis.models.stage import SyntheticStageOwner
+from stabilize_redis.models.stage import StageExecution, SyntheticStageOwner
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import (
@@ -33,7 +27,7 @@ from stabilize_redis.queue.messages import (
     StartStage,
     TaskLevel,
 )
-from stabilize_redis.reducers.fan_in import reduce_fan_in
+from stabilize_redis.reducers.fan_in import reduce_fan_in, stage_reducers
 from stabilize_redis.stages.builder import planner_for
 from stabilize_redis.tasks.registry import TaskRegistry
 
@@ -69,8 +63,8 @@ def starts_by_phases(rec: StageRecord, registry: TaskRegistry | None) -> bool:
 
 
 def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRecord, ups: list[StageRecord],
-                      kw: dict[str, Any], inherited: Lineage | None = None,
-                      gate: Callable[[Transition, StageRecord], bool] | None = None) -> None:
+                      kw: dict[str, Any], gate: Callable[[Transition, StageRecord], bool] | None = None,
+                      ancestors: Mapping[str, Any] | None = None) -> None:
     """Start a NOT_STARTED stage whose join is satisfied by ``ups`` (its completed upstreams):
     skip it (SkipStage) if ``stageEnabled`` says so or its start expired; otherwise RUNNING,
     its context over its ancestors' outputs, and its first task started - all into ``t``.
@@ -80,9 +74,11 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     whose upstreams (``ups`` holding every one) were not taken (``common.BRANCH_NOT_TAKEN``) is
     marked so and skipped instead - unless it is a jump's target (``common.JUMP_BYPASS``), which
     runs whatever its upstreams did; the marker goes when it starts.
-    ``inherited``: the lineage a synthetic stage with no sibling upstream takes from its parent
-    (``continue_parent_stage.parent_lineage``). A stage that ``starts_by_phases`` gets a
-    ContinueParentStage(STAGE_BEFORE) instead of its first task.
+    The stage's ancestors' outputs are not copied into it: ``place`` gives it its segment and
+    sources (``decisions.views``), and a task reads them through its view. ``ancestors``: the
+    merged outputs, read by the caller, for a ``stageEnabled`` expression (``needs_ancestors``);
+    without them such a stage is sent a StartStage, whose handler reads them. A stage that
+    ``starts_by_phases`` gets a ContinueParentStage(STAGE_BEFORE) instead of its first task.
     A stage with a ``mutex_key``, ``deferred_choice_group`` or milestone starts only past
     ``gate`` (``decisions.mutex.start_gate``, ``decisions.milestones.milestone_gate``, built from
     what StartStage read): False leaves it waiting, canceled or skipped as the gate decided; with
@@ -93,13 +89,11 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
         t.write_stage(rec)
         t.push(SkipStage(stage_id=rec.id, **kw))
         return
-    if gate is None and (needs_exclusion(stage) or needs_milestone(stage)):
+    if (gate is None and (needs_exclusion(stage) or needs_milestone(stage))) or \
+            (ancestors is None and needs_ancestors(stage)):
         t.push(StartStage(stage_id=rec.id, **kw))
         return
-    lineage = union_lineages([*(extend_lineage(u.anc, u.rank, u.stage.outputs) for u in ups),
-                              *([inherited] if inherited else [])])
-    ancestors = materialize(lineage)
-    scope = {**ancestors, **stage.context}
+    scope = {**(ancestors or {}), **stage.context}
     enabled, error = check_stage_enabled(stage.context.get("stageEnabled", True), scope)
     if error is None:
         stage.context.pop(STAGE_ENABLED_ERROR, None)
@@ -118,11 +112,10 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     stage.context.pop(BRANCH_NOT_TAKEN, None)  # a live path reached it (a re-run after a reset)
     stage.context.pop(JUMP_BYPASS, None)
     wake_watchers(t, rec, kw)  # a milestone's start decides its waiting watchers again
-    strip_inherited(rec)
-    rec.shadowed = {k: v for k, v in stage.context.items() if k in ancestors}
-    stage.context = context_with_ancestors(stage.context, ancestors)
-    rec.anc = lineage
-    reduced = reduce_fan_in(t, rec, ups)  # output_reducers; False: one failed, the phases path fails the stage
+    strip_inherited(rec)  # a record started before views still holds its copied ancestors
+    place(rec, ups)
+    reduced = reduce_fan_in(t, rec, ups)
+    rec.cat = [k for k, v in stage.context.items() if isinstance(v, list) and k not in stage_reducers(rec)]  # output_reducers; False: one failed, the phases path fails the stage
     t.event("stage.started", "stage", rec.id, stage_event_data(rec))
     first = stage.first_task()
     if starts_by_phases(rec, registry) or not reduced:
@@ -134,6 +127,25 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     else:
         t.push(CompleteStage(stage_id=rec.id, **kw))
     t.write_stage(rec)
+
+
+def needs_ancestors(stage: StageExecution) -> bool:
+    """Whether deciding ``stage``'s start reads its ancestors' outputs: a ``stageEnabled``
+    expression may name them."""
+    return not isinstance(stage.context.get("stageEnabled", True), bool)
+
+
+def place(rec: StageRecord, ups: list[StageRecord]) -> None:
+    """``rec``'s segment and sources as it starts after ``ups`` (``decisions.views``): it
+    continues its only upstream's segment when it is that upstream's only downstream; otherwise
+    it heads its own, whose sources are its upstreams (derived) - or, when only some of them
+    released it (N-of-M, discriminator, a jump's target), those."""
+    if len(ups) == 1 and continues(rec, ups[0]):
+        rec.seg, rec.src = segment_of(ups[0]), None
+        return
+    rec.seg = ""
+    released = {u.id for u in ups}
+    rec.src = None if not ups or released == set(rec.up) else [[SEG, segment_of(u), u.rank] for u in ups]
 
 
 def stale(message: TaskLevel | JumpToStage, rec: StageRecord) -> bool:

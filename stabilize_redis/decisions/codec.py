@@ -291,14 +291,21 @@ class StageRecord:
 
     ``up``/``down`` are the stage ids of direct upstream/downstream stages (by requisite ref ids
     among siblings), ``children`` the ids of its synthetic stages, ``rank`` its position in a
-    topological order of the whole workflow, ``anc`` its ancestors' outputs in rank-tagged
-    form (see ``dag.lineage``), filled when the stage starts, and ``shadowed`` the stage's own
-    context values of the keys its ancestors' outputs also had at that start (so a reset can take
-    the merged values back out: ``decisions.reset``). ``tries`` counts, per task id, the
+    topological order of the whole workflow. ``tries`` counts, per task id, the
     executions of a task that ended in a transient error (bounded by ``task_max_attempts``);
     unlike a message's delivery ``attempts`` it survives the retry messages. ``attempt`` is the
     stage's run: raised by every reset (jump, restart), carried by the messages of that run as
     ``attempt_token``, so a message of an earlier run is recognised and discarded.
+
+    Ancestors' outputs by reference (``decisions.views``): ``seg`` the segment it publishes into
+    ("" - its own), ``src`` the sources of the segment it heads (None - derived from ``up`` or the
+    parent), ``pub``/``pubd`` the keys it published and a digest of the outputs published, ``cat``
+    its own context's list-valued keys at its start, which a task sees concatenated after the
+    ancestors' lists (stabilize's merge). ``np``: no OR split is among its ancestors, so its
+    upstreams are never pruned (set at layout; False - unknown - for stages added later).
+    A record started before views holds its ancestors' outputs copied: ``anc`` in rank-tagged
+    form (``dag.lineage``) and ``shadowed`` the own context values they were merged over, so a
+    reset can take them back out (``decisions.reset``); a new record leaves both empty.
     """
 
     stage: StageExecution
@@ -311,6 +318,12 @@ class StageRecord:
     tries: dict[str, int] = field(default_factory=dict)
     attempt: int = 0
     shadowed: dict[str, Any] = field(default_factory=dict)
+    seg: str = ""
+    src: list[list[Any]] | None = None
+    pub: list[str] = field(default_factory=list)
+    pubd: str = ""
+    cat: list[str] = field(default_factory=list)
+    np: bool = False
 
     @property
     def id(self) -> str:
@@ -319,10 +332,12 @@ class StageRecord:
 
 def _with_reducers(s: StageExecution) -> dict[str, Any]:
     """The context to store: ``output_reducers`` set after construction (which mirrors them into
-    the context only once) is stored too, so it is never silently dropped."""
+    the context only once) is stored too, so it is never silently dropped. Only the stage's own
+    context is stored: a view over its ancestors (``context.ancestor_context``) is not."""
+    own = s.context if type(s.context) is dict else dict(dict.items(s.context))
     if s.output_reducers and s.context.get(OUTPUT_REDUCERS_KEY) != s.output_reducers:
-        return {**s.context, OUTPUT_REDUCERS_KEY: dict(s.output_reducers)}
-    return s.context
+        return {**own, OUTPUT_REDUCERS_KEY: dict(s.output_reducers)}
+    return own
 
 
 def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
@@ -360,10 +375,15 @@ def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
         "down": rec.down,
         "children": rec.children,
         "rank": rec.rank,
-        "anc": rec.anc,
+        **({"anc": rec.anc} if rec.anc else {}),
         "tries": rec.tries,
         "att": rec.attempt,
-        "shadow": rec.shadowed,
+        **({"shadow": rec.shadowed} if rec.shadowed else {}),
+        **({"seg": rec.seg} if rec.seg else {}),
+        **({"src": rec.src} if rec.src is not None else {}),
+        **({"pub": rec.pub, "pubd": rec.pubd} if rec.pubd else {}),
+        **({"cat": rec.cat} if rec.cat else {}),
+        **({"np": 1} if rec.np else {}),
     }
 
 
@@ -402,8 +422,10 @@ def stage_from_dict(d: dict[str, Any], version: int = 0) -> StageRecord:
     for task in stage.tasks:
         task.set_stage_strong(stage)
     # Blobs written before ``gates`` was dropped still hold it; it is ignored.
-    return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d["anc"], version,
-                       d.get("tries") or {}, d.get("att") or 0, d.get("shadow") or {})
+    return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d.get("anc") or {}, version,
+                       d.get("tries") or {}, d.get("att") or 0, d.get("shadow") or {}, d.get("seg") or "",
+                       d.get("src"), d.get("pub") or [], d.get("pubd") or "", d.get("cat") or [],
+                       bool(d.get("np")))
 
 
 def encode_stage(rec: StageRecord) -> bytes:

@@ -11,6 +11,7 @@ read set.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from stabilize_redis.decisions.claim import claim_ready_stage, report_expression_failure
@@ -39,18 +40,21 @@ SPLIT_CONDITION_ERRORS = "splitConditionErrors"
 that could not be evaluated (so that branch was not taken)."""
 
 
-def activated_downstreams(rec: StageRecord, down_refs: dict[str, str]) -> set[str]:
+def activated_downstreams(rec: StageRecord, down_refs: dict[str, str],
+                          ancestors: Mapping[str, Any] | None = None) -> set[str]:
     """Downstream stage ids an OR-split activates (all of them for an AND split).
 
     ``down_refs`` maps downstream stage id -> ref id. A condition that fails to evaluate does
     not activate its branch; its error is put in the splitting stage's context under
     SPLIT_CONDITION_ERRORS (the key is removed when every condition evaluated), where
     ``release_after_completion`` reports it. A downstream with no condition is always activated.
+    The conditions see the stage's outputs over its context over ``ancestors`` (its ancestors'
+    merged outputs, ``Snapshot.ancestors``).
     """
     stage = rec.stage
     if stage.split_type != SplitType.OR or not stage.split_conditions:
         return set(rec.down)
-    scope: dict[str, Any] = {**stage.context, **stage.outputs}
+    scope: dict[str, Any] = {**(ancestors or {}), **stage.context, **stage.outputs}
     active: set[str] = set()
     errors: dict[str, str] = {}
     for sid in rec.down:
@@ -127,7 +131,7 @@ def release_after_completion(t: Transition, snap: Snapshot, rec: StageRecord,
     snapshot read its counter at 0 and its threshold at 1: one upstream, or a discriminator),
     and whose record it holds, is started in this same commit instead of through a StartStage
     message (the counter value read is checked by the commit). A join of several upstreams
-    starts through StartStage, which reads every upstream for the lineage. Likewise, when the
+    starts through StartStage (a plain AND join: by its counter alone). Likewise, when the
     snapshot read the settled count one short of the number of top-level stages with no halted
     one, every top-level stage has finished continuably, so the workflow SUCCEEDS in this commit
     instead of through a CompleteWorkflow message."""

@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stabilize_redis.context.ancestor_context import hash_reads, with_view
 from stabilize_redis.dag.topological import topological_sort
 from stabilize_redis.decisions.codec import (
     StageRecord,
@@ -47,6 +48,7 @@ from stabilize_redis.decisions.codec import (
     unpack,
 )
 from stabilize_redis.decisions.milestones import WATCHERS, watchers_by_milestone
+from stabilize_redis.decisions.views import publication
 from stabilize_redis.decisions.waiting import waits_only_on_signals
 from stabilize_redis.keys import (
     HALTED_COUNTER,
@@ -66,9 +68,9 @@ from stabilize_redis.keys import (
     threshold_field,
     upstreams_field,
 )
-from stabilize_redis.models.stage import JoinType, StageExecution
+from stabilize_redis.models.stage import JoinType, SplitType, StageExecution
 from stabilize_redis.models.stage.phases import PHASES, phase_of
-from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.stages.multi_instance_shape import GroupShapeError, check_groups, join_contexts
 from stabilize_redis.validation import WorkflowValidationError, validate_storable
@@ -254,6 +256,10 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
                 records[up.id].down.append(stage.id)
         if stage.parent_stage_id is not None and stage.parent_stage_id in records:
             records[stage.parent_stage_id].children.append(stage.id)
+    for stage in ranked(wf.stages):  # upstreams before downstreams
+        rec = records[stage.id]
+        rec.np = all(records[u].np and not (records[u].stage.split_type == SplitType.OR
+                                            and records[u].stage.split_conditions) for u in rec.up)
     top = [s for s in wf.stages if s.parent_stage_id is None]
     extras: dict[str, Any] = {
         "top": len(top),
@@ -269,6 +275,9 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
     for jid, keys in join_contexts(wf.stages).items():  # what a multi-instance join does when it fires
         records[jid].stage.context = {**records[jid].stage.context, **keys}
     for rec in records.values():
+        if rec.stage.status in CONTINUABLE_STATUSES:  # stored as ended: its outputs are published
+            for name, _, line in publication(rec):
+                fields[name] = fields.get(name, b"") + (line or "").encode()
         fields[stage_field(rec.id)] = encode_stage(rec)
         if rec.up:
             fields[upstreams_field(rec.id)] = " ".join(rec.up).encode()
@@ -295,7 +304,9 @@ def lay_out(wf: Workflow) -> dict[str, bytes]:
 
 def workflow_from_hash(raw: dict[bytes, bytes]) -> Workflow | None:
     """The full Workflow (stages in insertion order, strongly linked) from its hash; a RUNNING
-    one that waits only on signals shows SUSPENDED (``decisions.waiting``)."""
+    one that waits only on signals shows SUSPENDED (``decisions.waiting``). A stage that has
+    started has its ancestors' outputs under its context (``context.ancestor_context``), as
+    stabilize's copy at the start would; a stage not started yet shows its own context."""
     if not raw or META_FIELD.encode() not in raw:
         return None
     wf = meta_from_dict(unpack(raw[META_FIELD.encode()]))
@@ -307,6 +318,10 @@ def workflow_from_hash(raw: dict[bytes, bytes]) -> Workflow | None:
             continue
         version = int(raw.get(f"v:{stage_field(sid)}".encode(), b"0"))
         records[sid] = decode_stage(blob, version)
+    reads = hash_reads(raw, records)
+    for rec in records.values():  # a started stage shows its ancestors' outputs, read from ``raw``
+        if rec.stage.status != WorkflowStatus.NOT_STARTED:  # as asked (stabilize: copied at the start)
+            rec.stage.context = with_view(rec, reads)
     stages = [rec.stage for rec in records.values()]
     wf.stages = stages
     if wf.status == WorkflowStatus.RUNNING and not wf.is_canceled and _waiting(raw, records):

@@ -85,7 +85,8 @@ def merge_step(registry: TaskRegistry | None, t: Transition, snap: Snapshot, rec
         stage.context[MM_DONE] = True
         t.write_stage(rec)
         refs = {d: snap.stages[d].stage.ref_id for d in rec.down if d in snap.stages}
-        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs), registry)
+        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs, snap.ancestors.get(rec.id)),
+                                 registry)
         return
     t.expect_counter(dead_counter(rec.id), dead)
     t.set_threshold(join_counter(rec.id), joined + 1)

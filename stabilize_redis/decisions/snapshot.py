@@ -14,7 +14,9 @@ class Snapshot:
     """What a handler read: the workflow meta and some stages, each with its version; the
     counters asked for with their stored thresholds (``thresholds``, absent when none is
     stored); and, for reads with downstreams, every returned stage's join counter
-    (``keys.join_counter``) and its threshold in the same two dicts."""
+    (``keys.join_counter``) and its threshold in the same two dicts. ``ancestors``: for a stage
+    read with its downstreams that is an OR split with conditions, its ancestors' merged outputs
+    (the names its conditions may use: ``decisions.flow.activated_downstreams``)."""
 
     workflow_id: str
     meta: dict[str, Any] | None
@@ -23,6 +25,7 @@ class Snapshot:
     counters: dict[str, int]
     processed: bool = False
     thresholds: dict[str, int] = field(default_factory=dict)
+    ancestors: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:

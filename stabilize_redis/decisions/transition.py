@@ -24,6 +24,7 @@ from typing import Any
 from ulid import ULID
 
 from stabilize_redis.decisions.codec import StageRecord, encode_stage, meta_to_dict, pack
+from stabilize_redis.decisions.views import publication
 from stabilize_redis.keys import (
     COMPLETION_FIELD,
     HALTED_COUNTER,
@@ -37,7 +38,7 @@ from stabilize_redis.keys import (
     stage_field,
     threshold_field,
 )
-from stabilize_redis.models.status import WorkflowStatus
+from stabilize_redis.models.status import CONTINUABLE_STATUSES, WorkflowStatus
 from stabilize_redis.models.workflow import Workflow
 from stabilize_redis.queue.messages import CompleteWorkflow, Message, new_message_id
 
@@ -73,6 +74,9 @@ class Transition:
     events: list[dict[str, Any]] = field(default_factory=list)
     notices: list[tuple[str, str]] = field(default_factory=list)
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    published: list[tuple[str, str, str | None]] = field(default_factory=list)
+    """Output entries the stages written publish (``decisions.views.publication``), filled as
+    they are encoded."""
     record_key: str | None = None
     """The hash the transition applies to when it is not a workflow's (a concurrency limit's,
     ``keys.PartitionKeys.limit``); such a record is never marked for a checkpoint."""
@@ -90,6 +94,16 @@ class Transition:
         name = stage_field(rec.id)
         self.checks[name] = rec.version
         self.writes[name] = rec
+
+    def encode_stages(self) -> None:
+        """Encode the stage records written so far (the commit does; a handler may earlier, to
+        fail on a value that cannot be stored), with the outputs each publishes: a stage that
+        ended continuably (``decisions.views``)."""
+        for name, value in self.writes.items():
+            if isinstance(value, StageRecord):
+                if value.stage.status in CONTINUABLE_STATUSES:
+                    self.published += publication(value)
+                self.writes[name] = encode_stage(value)
 
     def write_meta(self, wf: Workflow, extras: dict[str, Any], version: int) -> None:
         """Write the workflow meta guarded by the version it was read at; ``extras`` are the
@@ -199,6 +213,8 @@ class Transition:
             blobs.append(blob)
             return len(blobs) + 1  # ARGV[1] is the plan
 
+        self.encode_stages()
+        published = [[f, r, ref(line) if line is not None else 0] for f, r, line in self.published]
         released: list[list[Any]] = []
         counters: list[list[Any]] = []
         for op in self.counters:
@@ -214,7 +230,7 @@ class Transition:
             "wf": self.workflow_id,
             "c": [[f, v] for f, v in self.checks.items()],
             "cv": [[f, v] for f, v in self.counter_checks.items()],
-            "w": [[f, ref(encode_stage(b) if isinstance(b, StageRecord) else b)] for f, b in self.writes.items()],
+            "w": [[f, ref(b)] for f, b in self.writes.items()],
             "x": list(self.deletes),
             "n": counters,
             "q": [[m.message_id, ref(m.encode()), int(d * 1000)] for m, d in self.messages],
@@ -222,6 +238,8 @@ class Transition:
             "ev": [ref(json.dumps(e, separators=(",", ":"), default=str)) for e in self.events],
             "p": [[c, m] for c, m in self.notices],
         }
+        if published:
+            plan["o"] = published
         if self.record_key is not None:  # not a workflow's hash: no checkpoint, ids in the window
             plan["nd"] = 1
             windowed = True

@@ -27,7 +27,6 @@ from stabilize_redis.backend.exclusion_reads import read_exclusions
 from stabilize_redis.backend.graph_reads import read_graph
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
 from stabilize_redis.dag.graph import StageGraphBuilder
-from stabilize_redis.dag.lineage import Lineage, extend_lineage
 from stabilize_redis.decisions.claim import claim_ready_stage
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import attach, known_stage, now_ms, stage_event_data
@@ -121,7 +120,8 @@ def settle_finished(ctx: HandlerContext, t: Transition, snap: Snapshot, rec: Sta
         if is_multi_merge(rec):  # one run ended: the next run, or the release (handlers.multi_merge)
             t.push(StartStage(stage_id=rec.id, **kw))
             return
-        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs), ctx.registry)
+        release_after_completion(t, snap, rec, kw, activated_downstreams(rec, refs, snap.ancestors.get(rec.id)),
+                                 ctx.registry)
     else:
         t.event("stage.failed", "stage", rec.id, data)
         for did in rec.down:  # the halt may be what completes a multi-merge downstream
@@ -173,18 +173,14 @@ def children_of(t: Transition, snap: Snapshot, rec: StageRecord) -> list[StageRe
     return kids
 
 
-def parent_lineage(rec: StageRecord) -> Lineage:
-    """What a child with no sibling upstream inherits: the parent's ancestors and outputs."""
-    return extend_lineage(rec.anc, rec.rank, rec.stage.outputs)
-
-
 def start_phase(ctx: HandlerContext, t: Transition, rec: StageRecord, kids: list[StageRecord],
                 kw: dict[str, Any]) -> None:
     """Start, in ``t``, every child of ``kids`` (one phase) that waits for no sibling and has
-    not started; the others start through their sibling joins."""
+    not started; the others start through their sibling joins. A child waiting for no sibling
+    sees its parent's outputs and ancestors (``decisions.views.sources_of``)."""
     for kid in kids:
         if not kid.up and kid.stage.status == WorkflowStatus.NOT_STARTED:
-            claim_ready_stage(ctx.registry, t, kid, [], kw, inherited=parent_lineage(rec))
+            claim_ready_stage(ctx.registry, t, kid, [], kw)
 
 
 def core_status(stage: StageExecution, before: list[StageRecord]) -> WorkflowStatus | None:

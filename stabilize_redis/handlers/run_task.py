@@ -30,8 +30,10 @@ import random
 from typing import Any
 
 from stabilize_redis.backend.redis_backend import Delivery
+from stabilize_redis.backend.view_reads import redis_reads
+from stabilize_redis.context.ancestor_context import with_view
 from stabilize_redis.decisions.claim import stale
-from stabilize_redis.decisions.codec import StageRecord, StateEncodingError, encode_stage, storable_text
+from stabilize_redis.decisions.codec import StageRecord, StateEncodingError, storable_text
 from stabilize_redis.decisions.common import (
     PENDING_JUMP,
     UnknownTarget,
@@ -112,6 +114,7 @@ class RunTaskHandler(Handler):
         else:
             # The task sees the stage; what it changes in place is not state (only its result
             # is), so the snapshot reused for the commit gets its context and outputs back.
+            # ``execute`` sees its ancestors' outputs through its context, read as it asks.
             saved = copy.deepcopy((stage.context, stage.outputs))
             outcome = self._run(impl, rec, task)
             stage.context, stage.outputs = saved
@@ -142,6 +145,7 @@ class RunTaskHandler(Handler):
                 return Outcome(error=e)
             if per_call is not None and (remaining is None or per_call.total_seconds() < remaining):
                 remaining = limit = max(per_call.total_seconds(), 0.0)
+        stage.context = with_view(rec, redis_reads(self.backend, stage.execution.id))  # the caller restores it
         outcome = execute(impl, stage, self.ctx.tokens.open(task.id), remaining)  # handle() closes it
         if outcome.timed_out:
             return self._timed_out(impl, rec, limit or 0.0)
@@ -257,6 +261,7 @@ class RunTaskHandler(Handler):
         stage = rec.stage
         kw = self._kw(message)
         stage.context.update(result.context)
+        rec.cat = [k for k in rec.cat if k not in result.context]  # written since the start: own wins
         stage.outputs.update(result.outputs)
         status = result.status
         if status == WorkflowStatus.RUNNING:
@@ -343,9 +348,7 @@ def encode_now(t: Transition) -> None:
     """Encode ``t``'s stage writes now (the commit would encode them later) and try its events
     as the commit will dump them (refusing NaN as PostgreSQL does), so a value that cannot be
     encoded raises here, where it can still fail the task, rather than in every commit."""
-    for name, value in t.writes.items():
-        if isinstance(value, StageRecord):
-            t.writes[name] = encode_stage(value)
+    t.encode_stages()
     for event in t.events:
         _EVENT_JSON.encode(event)
 

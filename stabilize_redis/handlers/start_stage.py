@@ -1,4 +1,4 @@
-"""StartStage: claim a ready stage, give it its ancestors' outputs, and start its first task.
+"""StartStage: claim a ready stage, place it among its ancestors' outputs, and start its first task.
 
 A join's StartStage is released by the commit that completes its last needed upstream (a
 counter in the workflow hash), so no handler polls. Readiness is still checked against the
@@ -31,18 +31,25 @@ upstreams hold now - but past the same gates as any other stage.
 A stage with a milestone (``decisions.milestones``) is read with its milestone's record and
 starts only past ``milestone_gate`` (checked before the mutex): it starts, waits for the
 milestone's next status change, or is skipped.
+
+A plain AND join (``counted_join``) is read without its upstreams: its join counter decides.
+
+A stage whose ``stageEnabled`` is an expression is read with its ancestors' merged outputs (the
+names the expression may use; ``decisions.views``); no other start reads them.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from stabilize_redis.backend.exclusion_reads import read_exclusions
 from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
+from stabilize_redis.backend.view_reads import redis_reads
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
-from stabilize_redis.decisions.claim import claim_ready_stage
+from stabilize_redis.decisions.claim import claim_ready_stage, needs_ancestors
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.decisions.common import JUMP_BYPASS, attach, known_stage
 from stabilize_redis.decisions.global_mutex import gate as global_gate
@@ -52,11 +59,14 @@ from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters
 from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gate, tidy
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
+from stabilize_redis.decisions.views import AncestorView
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.cancel_region import cancel_active
-from stabilize_redis.keys import SETTLE_COUNTERS, ref_field, stage_field
+from stabilize_redis.keys import SETTLE_COUNTERS, join_counter, ref_field, stage_field
+from stabilize_redis.models.stage import JoinType
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.queue.messages import Message, StartStage
+from stabilize_redis.reducers.fan_in import stage_reducers
 from stabilize_redis.stages.multi_instance_shape import (
     MI_CANCEL_REMAINING,
     MI_JOIN_OF,
@@ -113,6 +123,21 @@ def read_milestone(backend: RedisBackend, snap: Snapshot, rec: StageRecord) -> s
         snap.stages.update(backend.read(snap.workflow_id, [mid]).stages)
     return mid
 
+def counted_join(rec: StageRecord) -> bool:
+    """Whether ``rec``'s start needs only its join counter, not its upstreams: a not-started AND
+    join of several upstreams none of which an OR split can prune (``StageRecord.np``), with no
+    gate, reducer, ``stageEnabled`` expression or multi-instance group to read them for, not a
+    jump's target. Its counter reaching its threshold means every upstream ended continuably,
+    and its sources are its upstreams (``decisions.views``): a 10,000-wide fan's join starts
+    without reading 10,000 records."""
+    stage = rec.stage
+    return (stage.status == WorkflowStatus.NOT_STARTED and rec.np and len(rec.up) > 1
+            and stage.join_type == JoinType.AND and not stage.context.get(JUMP_BYPASS)
+            and not needs_exclusion(stage) and not needs_milestone(stage) and not is_global(stage)
+            and not needs_ancestors(stage) and not stage_reducers(rec)
+            and not stage.context.get(MI_CANCEL_REMAINING))
+
+
 class StartStageHandler(Handler):
     message_type = StartStage
 
@@ -144,6 +169,14 @@ class StartStageHandler(Handler):
                 return t
             if stage.parent_stage_id is not None and not rec.up and not bypass:
                 return t  # started by its parent's phase (ContinueParentStage)
+            if counted[0]:  # its counter says whether every upstream ended continuably
+                name = join_counter(sid)
+                count = snap.counters.get(name)
+                if count is None or count != snap.thresholds.get(name):
+                    return t
+                t.expect_counter(name, count)
+                claim_ready_stage(self.ctx.registry, t, rec, [], kw)
+                return t
             ups = [snap.stages[u] for u in rec.up if u in snap.stages]
             for up in ups:
                 t.check(stage_field(up.id), up.version)
@@ -156,16 +189,28 @@ class StartStageHandler(Handler):
             if is_global(stage) and not global_gate(t, rec, kw):
                 return t  # it waits for its global mutex (asked for in this commit)
             watched = milestone_gate(snap.stages, milestone[0], kw) if needs_milestone(stage) else None
-            claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=both(watched, start_gate(snap, kw)))
+            claim_ready_stage(self.ctx.registry, t, rec, done, kw, gate=both(watched, start_gate(snap, kw)),
+                              ancestors=ancestors[0])
             if stage.status == WorkflowStatus.RUNNING:
                 cancel_remaining(t, snap, rec, ups, self.backend.keys.cancel_channel, kw, self.ctx.registry)
             return t
 
         milestone: list[str | None] = [None]  # the watcher's milestone stage id, as last read
+        ancestors: list[dict[str, Any] | None] = [None]  # for a stageEnabled expression, as last read
+
+        counted: list[bool] = [False]  # read without its upstreams (``counted_join``)
 
         def read() -> Snapshot:
+            snap = self.backend.read(wid, [sid], counters=[join_counter(sid)])
+            rec = snap.stages.get(sid)
+            counted[0] = rec is not None and counted_join(rec)
+            if counted[0] or rec is None:
+                return snap
             snap = self.backend.read(wid, [sid], with_upstreams=True)
             rec = snap.stages.get(sid)
+            if rec is not None and rec.stage.status == WorkflowStatus.NOT_STARTED and needs_ancestors(rec.stage):
+                probe = replace(rec, seg="", src=None)  # placed as its claim will place it
+                ancestors[0] = AncestorView(probe, redis_reads(self.backend, wid)).materialize()
             if rec is not None and rec.stage.status == WorkflowStatus.NOT_STARTED:
                 unneeded = unneeded_instances(rec, [snap.stages[u] for u in rec.up if u in snap.stages])
                 snap.stages.update(read_descendants(self.backend, wid, unneeded))

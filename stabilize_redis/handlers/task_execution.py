@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from stabilize_redis.backend.view_reads import AncestorsUnavailable
 from stabilize_redis.decisions.codec import StateEncodingError, ensure_plain, storable_text, stored_form
 from stabilize_redis.errors import TaskTimeoutError, TransientError, is_transient, truncate_error
 from stabilize_redis.models.stage import StageExecution
@@ -75,7 +76,8 @@ def execute(impl: Task, stage: StageExecution, token: CancellationToken, remaini
 
     With a time limit the task runs on a helper thread and is abandoned (its token cancelled)
     when the limit passes; Python cannot kill a thread, so cooperative tasks should check the
-    token. Without one it runs on the calling thread.
+    token. Without one it runs on the calling thread. A Redis failure while the task reads its
+    ancestors' outputs (``backend.view_reads.AncestorsUnavailable``) is raised, not recorded.
     """
 
     def run() -> TaskResult:
@@ -96,6 +98,8 @@ def execute(impl: Task, stage: StageExecution, token: CancellationToken, remaini
         if not isinstance(result, TaskResult):
             return Outcome(error=TypeError(f"execute() returned {type(result).__name__}, not TaskResult"))
         return Outcome(result=result)
+    except AncestorsUnavailable:
+        raise  # Redis, not the task, failed: the message is handled again
     except TaskCancelledError as e:
         return Outcome(error=e)
     except TaskTimeoutError as e:

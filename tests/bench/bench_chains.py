@@ -1,7 +1,7 @@
 """Chains whose every stage emits an output key of its own: what a hop costs and how big the
 workflow's hash grows as the chain gets longer.
 
-    python -m tests.bench.bench_chains [--sizes 10,500,2000] [--processes 1] [--concurrency 4]
+    python -m tests.bench.bench_chains [--sizes 10,500,5000] [--processes 1] [--concurrency 4]
 
 A private redis-server and a ``stabilize-redis worker`` group (``bench_redis``). For each size N,
 one chain s0 -> s1 -> ... -> s(N-1) of ``emit_bench`` tasks (``bench_tasks.EmitBench``: output
@@ -50,7 +50,7 @@ def run(client: Any, meter: Meter, raw: redis.Redis, n: int) -> dict[str, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="10,500,2000")
+    parser.add_argument("--sizes", default="10,500,5000")
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()

@@ -20,7 +20,7 @@ Delays are virtual: ``step``/``run_until_quiet`` take queued messages in order o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -156,10 +156,25 @@ class Plan:
 
 
 class KitClient:
-    """The Redis client surface handlers touch: ``exists`` (the namespace marker)."""
+    """The Redis client surface handlers touch: ``exists`` (the namespace marker), and the
+    reads of an ancestor view (``backend.view_reads``): ``hmget``, ``hscan_iter``."""
 
     def __init__(self, backend: KitBackend) -> None:
         self.backend = backend
+
+    def _hash(self, key: str) -> Hash:
+        for w, h in self.backend.hashes.items():
+            if self.backend.part(w).workflow(w) == key:
+                return h
+        return {}
+
+    def hmget(self, key: str, names: Sequence[str]) -> list[bytes | None]:
+        h = self._hash(key)
+        return [h.get(n) for n in names]
+
+    def hscan_iter(self, key: str, match: str = "*", count: int = 0) -> Iterator[tuple[bytes, bytes]]:
+        prefix = match.rstrip("*")
+        return iter([(k.encode(), v) for k, v in self._hash(key).items() if k.startswith(prefix)])
 
     def exists(self, *names: str) -> int:
         return sum(1 for n in names if (n == self.backend.keys.meta and self.backend.namespace_alive)

@@ -82,6 +82,14 @@ def apply_plan(h: Hash, done: set[str], argv: list[Any]) -> Applied:
     for name in plan["x"]:
         h.pop(name, None)
         h.pop(f"v:{name}", None)
+    for name, rank, ref in plan.get("o") or []:  # publications: replace the line of `rank`
+        lines = [line for line in (h.get(name) or b"").decode().split("\n")
+                 if line and not line.startswith(f"{rank}\t")]
+        text = "".join(f"{line}\n" for line in lines) + (_blob(argv, ref).decode() if ref else "")
+        if text:
+            h[name] = text.encode()
+        else:
+            h.pop(name, None)
     resets = plan.get("z") or []
     for name, value in resets:
         h[name] = str(value).encode()

@@ -10,8 +10,9 @@ import pytest
 
 from stabilize_redis import TaskRegistry, TaskResult, Workflow
 from stabilize_redis.backend.redis_backend import CommitOutcome
+from stabilize_redis.context.ancestor_context import hash_reads, with_view
 from stabilize_redis.keys import settled_flag_field
-from stabilize_redis.models.stage import StageExecution
+from stabilize_redis.models.stage import SplitType, StageExecution
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
 from stabilize_redis.queue.messages import (
@@ -82,7 +83,18 @@ def test_a_start_stage_whose_join_is_not_met_writes_nothing() -> None:
     kit = diamond(S.SUCCEEDED, S.RUNNING)
     kit.handle(msg(kit, StartStage, "d"))
     assert kit.last_plan.committed and kit.last_plan.acks_only
-    assert {"s:b", "s:c", "meta"} <= kit.last_plan.checked()
+    assert "meta" in kit.last_plan.checked()
+    assert kit.status("d") == "NOT_STARTED"
+
+
+def test_a_start_stage_of_a_join_below_an_or_split_decides_from_its_upstreams() -> None:
+    kit = given_workflow(running(make_workflow(
+        at(make_stage("a", split_type=SplitType.OR, split_conditions={"b": "True"}), S.SUCCEEDED),
+        at(make_stage("b", requires={"a"}), S.SUCCEEDED), at(make_stage("c", requires={"a"}), S.RUNNING),
+        make_stage("d", requires={"b", "c"}))))
+    kit.handle(msg(kit, StartStage, "d"))
+    assert kit.last_plan.committed and kit.last_plan.acks_only
+    assert {"s:b", "s:c", "meta"} <= kit.last_plan.checked()  # a pruned branch is seen in its record
     assert kit.status("d") == "NOT_STARTED"
 
 
@@ -96,12 +108,17 @@ def test_a_start_stage_runs_a_ready_stage_and_its_first_task_in_one_commit() -> 
     assert plan.event_types() == ["stage.started", "task.started"]
 
 
-def test_a_started_stage_gets_its_upstreams_outputs_in_its_context() -> None:
+def test_a_started_stage_sees_its_upstreams_outputs_through_its_view_without_a_copy() -> None:
     a = at(make_stage("a"), S.SUCCEEDED)
     a.outputs = {"artifact": "v1"}
     kit = given_workflow(running(make_workflow(a, make_stage("b", requires={"a"}))))
     kit.handle(msg(kit, StartStage, "b"))
-    assert kit.last_plan.stage("b").context["artifact"] == "v1"
+    b = kit.last_plan.stage("b")
+    assert "artifact" not in b.context  # stored: its own context only
+    rec = kit.backend.read(kit.workflow_id, [kit.id("b")]).stages[kit.id("b")]
+    assert rec.seg == kit.id("a")  # it continues a's segment
+    view = with_view(rec, hash_reads(kit.backend.load_hash(kit.workflow_id)))
+    assert view["artifact"] == "v1"
 
 
 def test_a_redelivered_start_stage_of_a_running_stage_changes_nothing() -> None:
