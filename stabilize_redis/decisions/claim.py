@@ -114,8 +114,8 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     wake_watchers(t, rec, kw)  # a milestone's start decides its waiting watchers again
     strip_inherited(rec)  # a record started before views still holds its copied ancestors
     place(rec, ups)
-    reduced = reduce_fan_in(t, rec, ups)
-    rec.cat = [k for k, v in stage.context.items() if isinstance(v, list) and k not in stage_reducers(rec)]  # output_reducers; False: one failed, the phases path fails the stage
+    reduced = reduce_fan_in(t, rec, ups)  # output_reducers; False: one failed, the phases path fails the stage
+    rec.cat = [k for k, v in stage.context.items() if isinstance(v, list) and k not in stage_reducers(rec)]
     t.event("stage.started", "stage", rec.id, stage_event_data(rec))
     first = stage.first_task()
     if starts_by_phases(rec, registry) or not reduced:

@@ -306,6 +306,8 @@ class StageRecord:
     A record started before views holds its ancestors' outputs copied: ``anc`` in rank-tagged
     form (``dag.lineage``) and ``shadowed`` the own context values they were merged over, so a
     reset can take them back out (``decisions.reset``); a new record leaves both empty.
+    ``act``: the downstream ids an OR split with conditions activated when it last ended (its
+    conditions may have read its ancestors' outputs; a recount reuses the decision).
     """
 
     stage: StageExecution
@@ -324,6 +326,7 @@ class StageRecord:
     pubd: str = ""
     cat: list[str] = field(default_factory=list)
     np: bool = False
+    act: list[str] | None = None
 
     @property
     def id(self) -> str:
@@ -384,6 +387,7 @@ def stage_to_dict(rec: StageRecord) -> dict[str, Any]:
         **({"pub": rec.pub, "pubd": rec.pubd} if rec.pubd else {}),
         **({"cat": rec.cat} if rec.cat else {}),
         **({"np": 1} if rec.np else {}),
+        **({"act": rec.act} if rec.act is not None else {}),
     }
 
 
@@ -425,7 +429,7 @@ def stage_from_dict(d: dict[str, Any], version: int = 0) -> StageRecord:
     return StageRecord(stage, d["up"], d["down"], d["children"], d["rank"], d.get("anc") or {}, version,
                        d.get("tries") or {}, d.get("att") or 0, d.get("shadow") or {}, d.get("seg") or "",
                        d.get("src"), d.get("pub") or [], d.get("pubd") or "", d.get("cat") or [],
-                       bool(d.get("np")))
+                       bool(d.get("np")), d.get("act"))
 
 
 def encode_stage(rec: StageRecord) -> bytes:

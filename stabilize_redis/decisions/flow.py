@@ -72,6 +72,7 @@ def activated_downstreams(rec: StageRecord, down_refs: dict[str, str],
         stage.context[SPLIT_CONDITION_ERRORS] = errors
     else:
         stage.context.pop(SPLIT_CONDITION_ERRORS, None)
+    rec.act = sorted(active)  # what a recount after a reset takes as routed (decisions.reset.activates)
     return active
 
 

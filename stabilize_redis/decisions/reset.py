@@ -123,6 +123,8 @@ def activates(up: StageRecord, down: StageRecord) -> bool:
     stage = up.stage
     if stage.split_type != SplitType.OR or not stage.split_conditions:
         return True
+    if up.act is not None:  # recorded by the decision (which saw the split's ancestors' outputs)
+        return down.id in up.act
     expr = stage.split_conditions.get(down.stage.ref_id)
     if expr is None:
         return True

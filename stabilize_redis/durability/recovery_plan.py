@@ -226,6 +226,8 @@ def _activates(upstream: StageExecution, stage_id: str, by_id: Mapping[str, Stag
     rec = records.get(upstream.id) if records is not None else None
     if rec is None or not upstream.split_conditions:
         return True
+    if rec.act is not None:
+        return stage_id in rec.act
     refs = {d: by_id[d].ref_id for d in rec.down if d in by_id}
     return stage_id in activated_downstreams(rec, refs)
 

@@ -27,6 +27,7 @@ class Tasks:
 
     def __init__(self) -> None:
         self.runs: Counter[tuple[str, str]] = Counter()
+        self.seen: dict[tuple[str, str], set[str]] = {}  # the ancestor outputs each ``t`` saw
         self.open = threading.Event()
         self._lock = threading.Lock()
 
@@ -36,6 +37,7 @@ class Tasks:
 
     def t(self, stage: StageExecution) -> TaskResult:
         self._count(stage)
+        self.seen[(stage.execution.id, stage.ref_id)] = {k for k in stage.context if k.startswith("out_")}
         return TaskResult.success(outputs={f"out_{stage.ref_id}": 1})
 
     def gate(self, stage: StageExecution) -> TaskResult:
@@ -113,6 +115,8 @@ def test_restore_brings_unfinished_workflows_back_and_they_finish_without_redoin
     assert finished_row is not None and finished_row.status == "SUCCEEDED"
     for key in [(chain.id, "a"), (fan.id, "a"), (fan.id, "b1"), (finished.id, "a")]:
         assert tasks.runs[key] == runs_at_loss[key] == 1, f"checkpointed completed task {key} ran again"
+    # outputs published before the loss came back with the snapshots: the stages after the gates see them
+    assert tasks.seen[(chain.id, "c")] == {"out_a"} and tasks.seen[(fan.id, "c")] == {"out_a", "out_b1"}
     checkpointer(backend, snapshot_store).drain_all()
     for w in (chain, fan, stored):
         events = snapshot_store.events(w.id)

@@ -7,7 +7,7 @@ import copy
 import json
 
 from stabilize_redis.context.ancestor_context import AncestorContext, hash_reads, own_context, with_view
-from stabilize_redis.decisions.codec import StageRecord, encode_stage
+from stabilize_redis.decisions.codec import StageRecord, decode_stage, encode_stage
 from stabilize_redis.decisions.views import SEG, parse_entries, publication
 from stabilize_redis.keys import output_field, stage_field
 from stabilize_redis.models.stage import StageExecution
@@ -67,3 +67,21 @@ def test_publishing_again_replaces_the_stage_entry_and_drops_keys_it_no_longer_o
     assert (output_field("a", "gone"), "3.0", None) in again
     line = next(text for f, _, text in again if f == output_field("a", "keep"))
     assert parse_entries(line) == [(3.0, "5")]
+
+
+def test_a_recount_takes_the_routing_an_or_split_decided_over_its_ancestors() -> None:
+    from stabilize_redis.decisions.flow import activated_downstreams
+    from stabilize_redis.decisions.reset import activates
+    from stabilize_redis.models.stage import SplitType
+
+    split = record("route", 1, up=["config"])
+    split.stage.split_type = SplitType.OR
+    split.stage.split_conditions = {"prod": "env == 'prod'", "dev": "env == 'dev'"}
+    prod, dev = record("prod", 2, up=["route"]), record("dev", 3, up=["route"])
+    split.down = [prod.id, dev.id]
+
+    active = activated_downstreams(split, {prod.id: "prod", dev.id: "dev"}, {"env": "prod"})
+
+    assert active == {prod.id}
+    assert activates(split, prod) and not activates(split, dev)  # `env` is not in the split's own context
+    assert decode_stage(encode_stage(split)).act == [prod.id]  # stored with the record
