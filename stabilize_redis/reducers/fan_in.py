@@ -41,7 +41,6 @@ import copy
 import logging
 from typing import Any
 
-from stabilize_redis.dag.lineage import materialize
 from stabilize_redis.decisions.codec import StageRecord, StateEncodingError, stored_form
 from stabilize_redis.decisions.common import stage_event_data
 from stabilize_redis.decisions.transition import Transition
@@ -107,11 +106,12 @@ def _clear_previous_failure(context: dict[str, Any]) -> None:
 
 
 def reduce_fan_in(t: Transition, rec: StageRecord, ups: list[StageRecord]) -> bool:
-    """Apply ``rec``'s output reducers over ``counted_branches(ups)`` to its context (already
-    merged over its ancestors, ``rec.anc`` set: called by ``claim_ready_stage``). Returns False
-    when a reducer failed: the failure is recorded (see the module docstring) and the caller
-    must start the stage through ContinueParentStage, which fails it. True otherwise (also when
-    the stage has no reducers, or no upstream branches)."""
+    """Apply ``rec``'s output reducers over ``counted_branches(ups)`` to its own context (called
+    by ``claim_ready_stage``). A key no branch produced is left to the ancestors' default merge,
+    which a task reads through its view (``decisions.views``). Returns False when a reducer
+    failed: the failure is recorded (see the module docstring) and the caller must start the
+    stage through ContinueParentStage, which fails it. True otherwise (also when the stage has no
+    reducers, or no upstream branches)."""
     context = rec.stage.context
     _clear_previous_failure(context)
     reducers = stage_reducers(rec)
@@ -133,8 +133,6 @@ def reduce_fan_in(t: Transition, rec: StageRecord, ups: list[StageRecord]) -> bo
     for key in reducers:
         if key in combined:
             context[key] = combined[key]
-        elif key in rec.anc:
-            context[key] = materialize({key: rec.anc[key]})[key]
         else:
             context.pop(key, None)
     return True

@@ -1,11 +1,13 @@
 """Task registry served by the worker processes of the multi-process tests.
 
 Each task records, in the test's own namespace, how often it ran per (workflow, stage) and how
-many tasks each worker pid is running right now, so the test can kill a worker mid-task.
+many tasks each worker pid is running right now, so the test can kill a worker mid-task;
+``work`` also records the ``trail`` (its ancestors' merged list outputs) it was started with.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -23,6 +25,7 @@ def work(stage: StageExecution) -> TaskResult:
     _client.hincrby(f"{_ns}:test:running", pid, 1)
     try:
         _client.hincrby(f"{_ns}:test:exec:{wf}", stage.ref_id, 1)
+        _client.hset(f"{_ns}:test:trail:{wf}", stage.ref_id, json.dumps(stage.context.get("trail", [])))
         time.sleep(float(stage.context.get("work_s", 0.02)))
         return TaskResult.success(outputs={f"done_{stage.ref_id}": True, "trail": [stage.ref_id]})
     finally:

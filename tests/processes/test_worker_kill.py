@@ -1,8 +1,9 @@
 """Several worker processes, one killed with SIGKILL mid-task: nothing is lost, no transition
-repeats."""
+repeats, and every task sees its ancestors' outputs."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -93,6 +94,13 @@ def test_workflows_survive_a_worker_killed_mid_task(real_target: tuple[str, str]
         runs = {k.decode(): int(v) for k, v in raw.hgetall(f"{ns}:test:exec:{wf.id}").items()}
         assert set(runs) == {s.ref_id for s in wf.stages}
         repeats += sum(n - 1 for n in runs.values())
+        # every task read its ancestors' outputs, merged in rank order, whichever process ran them
+        trails = {k.decode(): json.loads(v) for k, v in raw.hgetall(f"{ns}:test:trail:{wf.id}").items()}
+        if wf.name == "chain":
+            assert trails == {"s0": [], "s1": ["s0"], "s2": ["s0", "s1"]}, f"{wf.id}: {trails}"
+        else:
+            assert trails == {"start": [], "m0": ["start"], "m1": ["start"], "m2": ["start"],
+                              "end": ["start", "m0", "m1", "m2"]}, f"{wf.id}: {trails}"
     # Only tasks in flight on the killed worker (at most its concurrency) may have run twice.
     assert repeats <= 4
     counts = client.queue.counts()
