@@ -35,7 +35,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("time", "the Redis clock (scripts, dirty ages, recovery, status)"),
     # Hashes: workflows, the namespace meta, delayed payloads, checkpoint bookkeeping.
     ("hget", "single fields: partitions, stage ids, checkpoint info"),
-    ("hmget", "handler reads (one HMGET per message), retention, recovery"),
+    ("hmget", "handler reads (one HMGET per message), ancestors' outputs a task asks for, retention, recovery"),
     ("hgetall", "whole workflow hashes (recovery, checkpointer), the namespace marker"),
     ("hset", "workflow fields, checkpoint info, delayed payloads"),
     ("hsetnx", "the namespace marker"),
@@ -44,7 +44,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("hincrby", "scripts: join counters, checkpoint totals"),
     ("hlen", "status: quarantined workflows per partition"),
     ("hvals", "the checkpointer census (is any checkpointer live?)"),
-    ("hscan", "recovery: the delayed payloads of a partition"),
+    ("hscan", "recovery: the delayed payloads of a partition; a task listing its whole context (published outputs)"),
     # Streams: the queue, events, dead letters.
     ("xadd", "messages, events, dead letters"),
     ("xack", "scripts: acknowledge a processed entry"),

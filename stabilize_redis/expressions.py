@@ -60,7 +60,7 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from stabilize_redis.expr.interpreter import evaluate_expression
+from stabilize_redis.expr.interpreter import evaluate_expression, expression_names
 from stabilize_redis.expr.limits import (
     MAX_EXPRESSION_LENGTH,
     MAX_INT_BITS,
@@ -90,6 +90,15 @@ class StageEnabled(NamedTuple):
     """Why the expression could not be evaluated (``enabled`` is then True), else None."""
 
 
+def stage_enabled_expression(value: Any) -> str | None:
+    """The expression a ``stageEnabled`` value holds (``check_stage_enabled``), or None."""
+    if isinstance(value, Mapping):
+        expression = value.get("expression", "true") if value.get("type") == "expression" else None
+    else:
+        expression = value
+    return expression if isinstance(expression, str) else None
+
+
 def check_stage_enabled(value: Any, ctx: Mapping[str, Any]) -> StageEnabled:
     """Interpret a stage's ``stageEnabled`` context value against ``ctx``; never raises.
 
@@ -103,20 +112,10 @@ def check_stage_enabled(value: Any, ctx: Mapping[str, Any]) -> StageEnabled:
     As in stabilize, an expression that fails to evaluate does not skip the stage: the result
     is enabled, with the ExpressionError's message as ``error`` for the caller to report.
     """
-    if value is None:
-        return StageEnabled(True)
     if isinstance(value, bool):
         return StageEnabled(value)
-    expression: Any = None
-    if isinstance(value, Mapping):
-        if value.get("type") != "expression":
-            return StageEnabled(True)
-        expression = value.get("expression", "true")
-    elif isinstance(value, str):
-        expression = value
-    else:
-        return StageEnabled(True)
-    if not isinstance(expression, str):
+    expression = stage_enabled_expression(value)
+    if expression is None:
         return StageEnabled(True)
     try:
         return StageEnabled(bool(evaluate_expression(expression, ctx)))
@@ -159,6 +158,8 @@ __all__ = [
     "check_stage_enabled",
     "evaluate_expression",
     "evaluate_stage_enabled",
+    "expression_names",
+    "stage_enabled_expression",
     "stage_expression_context",
     "work_budget",
 ]

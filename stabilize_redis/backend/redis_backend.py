@@ -19,12 +19,11 @@ import redis
 from stabilize_redis.backend.batch import is_cluster, pipeline
 from stabilize_redis.backend.connection import Target, connect_redis
 from stabilize_redis.backend.scripts import Scripts
-from stabilize_redis.backend.view_reads import redis_reads
+from stabilize_redis.backend.view_reads import ancestors_named
 from stabilize_redis.config import MemoryPolicy
 from stabilize_redis.decisions.codec import StageRecord, decode_stage, ensure_plain, unpack
 from stabilize_redis.decisions.snapshot import Region, Snapshot
 from stabilize_redis.decisions.transition import Transition
-from stabilize_redis.decisions.views import AncestorView
 from stabilize_redis.keys import (
     CONSUMER_GROUP,
     CREATED_AT_FIELD,
@@ -186,8 +185,9 @@ class RedisBackend:
         """One round trip: the meta, the given stages and counters - an HMGET, or, when
         neighbours (``with_upstreams``/``with_downstreams``) or the dedup record
         (``processed_id`` -> ``Snapshot.processed``) are wanted too, ``lua/read_workflow.lua``.
-        With downstreams, an OR split with conditions among ``stage_ids`` is read with its
-        ancestors' merged outputs (``Snapshot.ancestors``: more round trips, for it only)."""
+        With downstreams, an OR split with conditions among ``stage_ids`` is read with the
+        ancestors' outputs its conditions name and it lacks (``Snapshot.ancestors``: one more
+        round trip per such name, for it only)."""
         part = self.part(workflow_id)
         if with_upstreams or with_downstreams or processed_id:
             return self._read_scripted(workflow_id, part, stage_ids, counters, with_upstreams,
@@ -241,9 +241,10 @@ class RedisBackend:
         if downs:
             splits = [stages[s] for s in stage_ids if s in stages]
             self._read_split_downstreams(workflow_id, part, splits, stages)
-            for rec in splits:  # the names an OR split's conditions may use (decisions.flow)
+            for rec in splits:  # what an OR split's conditions name from its ancestors (decisions.flow)
                 if rec.stage.split_type == SplitType.OR and rec.stage.split_conditions:
-                    snap.ancestors[rec.id] = AncestorView(rec, redis_reads(self, workflow_id)).materialize()
+                    snap.ancestors[rec.id] = ancestors_named(self, workflow_id, rec, rec.stage.split_conditions.values(),
+                                                             {**rec.stage.context, **rec.stage.outputs})
         return snap
 
     def _read_split_downstreams(self, workflow_id: str, part: PartitionKeys, recs: Sequence[StageRecord],

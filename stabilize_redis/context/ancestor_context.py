@@ -29,10 +29,6 @@ class AncestorContext(dict[str, Any]):
         self._view = view
         self._cat = set(cat or ())
 
-    @property
-    def view(self) -> AncestorView:
-        return self._view
-
     def own(self) -> dict[str, Any]:
         """The stage's own context, as it would be stored."""
         return dict(dict.items(self))
@@ -112,8 +108,7 @@ class AncestorContext(dict[str, Any]):
 
 def with_view(rec: StageRecord, reads: Reads) -> AncestorContext:
     """``rec``'s own context over its ancestors' outputs, read through ``reads``."""
-    own = rec.stage.context
-    return AncestorContext(own.own() if isinstance(own, AncestorContext) else own, AncestorView(rec, reads), rec.cat)
+    return AncestorContext(own_context(rec.stage.context), AncestorView(rec, reads), rec.cat)
 
 
 def hash_reads(raw: Mapping[bytes, bytes], records: Mapping[str, StageRecord] | None = None) -> Reads:

@@ -14,7 +14,7 @@ from stabilize_redis.decisions.mutex import needs_exclusion
 from stabilize_redis.decisions.reset import strip_inherited
 from stabilize_redis.decisions.transition import Transition
 from stabilize_redis.decisions.views import SEG, continues, segment_of
-from stabilize_redis.expressions import check_stage_enabled
+from stabilize_redis.expressions import check_stage_enabled, stage_enabled_expression
 from stabilize_redis.models.stage import StageExecution, SyntheticStageOwner
 from stabilize_redis.models.status import WorkflowStatus
 from stabilize_redis.models.task import TaskExecution
@@ -76,7 +76,7 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
     runs whatever its upstreams did; the marker goes when it starts.
     The stage's ancestors' outputs are not copied into it: ``place`` gives it its segment and
     sources (``decisions.views``), and a task reads them through its view. ``ancestors``: the
-    merged outputs, read by the caller, for a ``stageEnabled`` expression (``needs_ancestors``);
+    outputs a ``stageEnabled`` expression names, read by the caller (``needs_ancestors``);
     without them such a stage is sent a StartStage, whose handler reads them. A stage that
     ``starts_by_phases`` gets a ContinueParentStage(STAGE_BEFORE) instead of its first task.
     A stage with a ``mutex_key``, ``deferred_choice_group`` or milestone starts only past
@@ -132,7 +132,7 @@ def claim_ready_stage(registry: TaskRegistry | None, t: Transition, rec: StageRe
 def needs_ancestors(stage: StageExecution) -> bool:
     """Whether deciding ``stage``'s start reads its ancestors' outputs: a ``stageEnabled``
     expression may name them."""
-    return not isinstance(stage.context.get("stageEnabled", True), bool)
+    return stage_enabled_expression(stage.context.get("stageEnabled")) is not None
 
 
 def place(rec: StageRecord, ups: list[StageRecord]) -> None:

@@ -16,7 +16,7 @@ class Snapshot:
     stored); and, for reads with downstreams, every returned stage's join counter
     (``keys.join_counter``) and its threshold in the same two dicts. ``ancestors``: for a stage
     read with its downstreams that is an OR split with conditions, its ancestors' merged outputs
-    (the names its conditions may use: ``decisions.flow.activated_downstreams``)."""
+    under the names its conditions use and it lacks (``decisions.flow.activated_downstreams``)."""
 
     workflow_id: str
     meta: dict[str, Any] | None

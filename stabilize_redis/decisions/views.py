@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stabilize_redis.dag.lineage import merge_value
+from stabilize_redis.dag.lineage import materialize
 from stabilize_redis.decisions.codec import StageRecord
 from stabilize_redis.keys import OUTPUT_PREFIX, output_field
 from stabilize_redis.models.status import CONTINUABLE_STATUSES
@@ -168,13 +168,6 @@ class AncestorView:
         self._cuts = cuts
         return cuts
 
-    def _merge(self, entries: dict[float, Any]) -> Any:
-        ordered = sorted(entries.items())
-        value = ordered[0][1]
-        for _, item in ordered[1:]:
-            value = merge_value(value, item)
-        return value
-
     def _visible(self, seg: str, rank: float) -> bool:
         limit, inclusive = self._resolve()[seg]
         return rank < limit or (inclusive and rank == limit)
@@ -195,7 +188,7 @@ class AncestorView:
         for rank, outputs in self._live.items():
             if key in outputs:
                 entries[rank] = outputs[key]
-        found = (True, self._merge(entries)) if entries else (False, None)
+        found = (True, _merged(entries)) if entries else (False, None)
         self._values[key] = found
         return found
 
@@ -215,8 +208,13 @@ class AncestorView:
         for rank, outputs in self._live.items():
             for key, value in outputs.items():
                 per_key.setdefault(key, {})[rank] = value
-        self._all = {key: self._merge(entries) for key, entries in per_key.items()}
+        self._all = {key: _merged(entries) for key, entries in per_key.items()}
         return self._all
+
+
+def _merged(entries: dict[float, Any]) -> Any:
+    """The rank-ordered merge of one key's entries (``lineage.materialize``'s rule)."""
+    return materialize({"": [[rank, value] for rank, value in entries.items()]})[""]
 
 
 def publication(rec: StageRecord) -> list[tuple[str, str, str | None]]:

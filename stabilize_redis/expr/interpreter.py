@@ -274,6 +274,21 @@ def _parse(text: str) -> ast.Expression:
         raise ExpressionError(f"invalid expression: {exc_text(exc)}") from None
 
 
+def expression_names(expr: str) -> set[str]:
+    """The names ``expr`` looks up in its context (not the functions it calls); empty for an
+    expression that does not parse (its evaluation reports why)."""
+    text = expr.strip() if isinstance(expr, str) else ""
+    if not text or len(text) > MAX_EXPRESSION_LENGTH:
+        return set()
+    try:
+        tree = _parse(text)
+    except ExpressionError:
+        return set()
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and id(n) not in called and not n.id.startswith("__")}
+
+
 def evaluate_expression(expr: str, ctx: Mapping[str, Any], meter: WorkMeter | None = None) -> Any:
     """Evaluate ``expr`` against ``ctx`` and return the value (see :mod:`stabilize_redis.expressions`
     for the language and its cost bound). ``meter``, when given, is reset and then records the budget and the work

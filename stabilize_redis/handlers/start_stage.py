@@ -34,8 +34,8 @@ milestone's next status change, or is skipped.
 
 A plain AND join (``counted_join``) is read without its upstreams: its join counter decides.
 
-A stage whose ``stageEnabled`` is an expression is read with its ancestors' merged outputs (the
-names the expression may use; ``decisions.views``); no other start reads them.
+A stage whose ``stageEnabled`` is an expression is read with the ancestors' outputs the expression
+names (``backend.view_reads.ancestors_named``); no other start reads them.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Any
 from stabilize_redis.backend.exclusion_reads import read_exclusions
 from stabilize_redis.backend.graph_reads import read_descendants
 from stabilize_redis.backend.redis_backend import Delivery, RedisBackend
-from stabilize_redis.backend.view_reads import redis_reads
+from stabilize_redis.backend.view_reads import ancestors_named
 from stabilize_redis.dag.readiness import PredicatePhase, evaluate_readiness
 from stabilize_redis.decisions.claim import claim_ready_stage, needs_ancestors
 from stabilize_redis.decisions.codec import StageRecord
@@ -59,7 +59,7 @@ from stabilize_redis.decisions.multi_merge import is_multi_merge, merge_counters
 from stabilize_redis.decisions.mutex import mutex_of, needs_exclusion, start_gate, tidy
 from stabilize_redis.decisions.snapshot import Snapshot
 from stabilize_redis.decisions.transition import Transition
-from stabilize_redis.decisions.views import AncestorView
+from stabilize_redis.expressions import stage_enabled_expression
 from stabilize_redis.handlers.base import Handler
 from stabilize_redis.handlers.cancel_region import cancel_active
 from stabilize_redis.keys import SETTLE_COUNTERS, join_counter, ref_field, stage_field
@@ -210,7 +210,8 @@ class StartStageHandler(Handler):
             rec = snap.stages.get(sid)
             if rec is not None and rec.stage.status == WorkflowStatus.NOT_STARTED and needs_ancestors(rec.stage):
                 probe = replace(rec, seg="", src=None)  # placed as its claim will place it
-                ancestors[0] = AncestorView(probe, redis_reads(self.backend, wid)).materialize()
+                expression = stage_enabled_expression(rec.stage.context.get("stageEnabled"))
+                ancestors[0] = ancestors_named(self.backend, wid, probe, [expression or ""], rec.stage.context)
             if rec is not None and rec.stage.status == WorkflowStatus.NOT_STARTED:
                 unneeded = unneeded_instances(rec, [snap.stages[u] for u in rec.up if u in snap.stages])
                 snap.stages.update(read_descendants(self.backend, wid, unneeded))

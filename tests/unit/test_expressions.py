@@ -161,3 +161,11 @@ def test_stage_expression_context_exposes_other_stages_outputs_by_ref_id() -> No
     assert ctx == {"region": "eu", "build": {"ok": True}}
     assert evaluate_stage_enabled({"type": "expression", "expression": "build['ok'] and region == 'eu'"}, ctx)
     assert workflow.stages
+
+
+def test_the_names_an_expression_reads_are_its_context_names_not_its_functions() -> None:
+    from stabilize_redis.expressions import expression_names
+
+    assert expression_names("len(items) > limit and env == 'prod'") == {"items", "limit", "env"}
+    assert expression_names("config['region'] in allowed") == {"config", "allowed"}
+    assert expression_names("not (") == set()  # does not parse: its evaluation says why
